@@ -1,0 +1,41 @@
+"""Rate limiting, quota headers and a response cache in front of any ASGI or WSGI app.
+
+Example::
+
+    from ratelimit_mw import RateLimitMiddleware, Rule, keys
+
+    app = RateLimitMiddleware(app, default_limits="100/minute",
+                              rules=[Rule("/login", "5/minute", methods=["POST"])])
+"""
+
+from __future__ import annotations
+
+from . import keys
+from .asgi import RateLimitMiddleware
+from .backends import AsyncRateLimiter, RateLimiter, RedisOptions
+from .core import Decision, Plan, PlanItem, Policy, Quota
+from .errors import ConfigurationError, RateLimitMWError, StorageError
+from .request import RequestInfo
+from .rules import Rule
+from .wsgi import WSGIRateLimitMiddleware
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncRateLimiter",
+    "ConfigurationError",
+    "Decision",
+    "Plan",
+    "PlanItem",
+    "Policy",
+    "Quota",
+    "RateLimitMWError",
+    "RateLimitMiddleware",
+    "RateLimiter",
+    "RedisOptions",
+    "RequestInfo",
+    "Rule",
+    "StorageError",
+    "WSGIRateLimitMiddleware",
+    "keys",
+]

@@ -1,0 +1,161 @@
+"""Pure ASGI rate-limit middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from ._base import MiddlewareBase, OnStorageError
+from ._types import ASGIApp, Message, Receive, Scope, Send
+from .backends import AsyncRateLimiter, RedisOptions, Strategy
+from .core import Decision
+from .errors import ConfigurationError, StorageError
+from .headers import PROBLEM_JSON, problem_body, unavailable_body
+from .keys import KeyFunc
+from .request import RequestInfo
+from .rules import LimitsSpec, Rule
+
+__all__ = ["RateLimitMiddleware"]
+
+_WEBSOCKETS = ("limit", "pass")
+
+
+class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
+    """Rate limiting and quota headers in front of any ASGI application.
+
+    Example::
+
+        app = RateLimitMiddleware(
+            app,
+            storage="redis://localhost:6379/0",    # None: $REDIS_URL, else memory://
+            default_limits="100/minute",
+            key=keys.client_ip(trusted_proxies=["10.0.0.0/8"]),
+            rules=[Rule("/login", "5/minute", methods=["POST"]),
+                   Rule("/health", exempt=True)],
+        )
+
+    Allowed requests reach *app* with the quota headers added to its response; refused
+    ones get a 429 ``application/problem+json`` body (or *limited_app*, an ASGI app of
+    yours, which finds the decision in ``scope["state"]["ratelimit"]``). Websocket
+    handshakes are limited too (``websockets="limit"``): a refused one is denied with a
+    429 where the server supports the ``websocket.http.response`` extension, else
+    closed with code 1008. Lifespan and other scope types pass through untouched.
+
+    Security: the client is the socket peer unless you configure trusted proxies in
+    :func:`ratelimit_mw.keys.client_ip`; paths are normalised before rules match.
+    """
+
+    _limiter_class = AsyncRateLimiter
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        storage: str | Any | None = None,
+        limiter: AsyncRateLimiter | None = None,
+        default_limits: LimitsSpec | None = None,
+        key: KeyFunc | Sequence[KeyFunc] | None = None,
+        rules: Iterable[Rule] = (),
+        strategy: Strategy = "fixed-window",
+        headers: str = "both",
+        on_storage_error: OnStorageError = "allow",
+        redis_options: RedisOptions | None = None,
+        limited_app: ASGIApp | None = None,
+        websockets: Literal["limit", "pass"] = "limit",
+    ) -> None:
+        super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
+                         key=key, rules=rules, strategy=strategy, headers=headers,
+                         on_storage_error=on_storage_error, redis_options=redis_options)
+        if websockets not in _WEBSOCKETS:
+            raise ConfigurationError(f"websockets={websockets!r}: use 'limit' or 'pass'")
+        if limited_app is not None and not callable(limited_app):
+            raise ConfigurationError("limited_app must be an ASGI application")
+        self.app = app
+        self.limited_app = limited_app or _too_many_requests
+        self._kinds = ("http", "websocket") if websockets == "limit" else ("http",)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in self._kinds:
+            await self.app(scope, receive, send)
+            return
+        plan = self.policy.plan(RequestInfo.from_scope(scope))
+        if plan is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            decision = await self.limiter.acheck(plan)
+        except StorageError as error:
+            decision = self._storage_failed(plan, error)
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        state["ratelimit"] = decision
+        headers = self.renderer.render_asgi(decision)
+        if kind == "websocket":
+            await self._websocket(scope, receive, send, decision, headers)
+        elif decision.allowed:
+            await self.app(scope, receive, _HeaderSend(send, headers) if headers else send)
+        elif decision.storage_error:
+            await _send_problem(send, 503, unavailable_body(), [(b"retry-after", b"1")])
+        else:
+            await self.limited_app(scope, receive, _HeaderSend(send, headers))
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send,
+                         decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
+        if decision.allowed:
+            await self.app(scope, receive,
+                           _HeaderSend(send, headers, "websocket.accept") if headers else send)
+            return
+        message = await receive()  # websocket.connect: the handshake we answer
+        if message["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" in scope.get("extensions", {}):
+            status, body = (503, unavailable_body()) if decision.storage_error else (
+                429, problem_body(decision))
+            await send({"type": "websocket.http.response.start", "status": status,
+                        "headers": [(b"content-type", PROBLEM_JSON.encode()),
+                                    (b"content-length", str(len(body)).encode()), *headers]})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008,
+                        "reason": "rate limit exceeded"})
+
+
+class _HeaderSend:
+    """Adds the quota headers to the first response-start message, once; forwards the rest.
+
+    Bodies, trailers and ``http.response.pathsend`` pass through untouched.
+    """
+
+    __slots__ = ("_done", "_headers", "_send", "_start")
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]],
+                 start: str = "http.response.start") -> None:
+        self._send = send
+        self._headers = headers
+        self._start = start
+        self._done = False
+
+    async def __call__(self, message: Message) -> None:
+        if not self._done and message["type"] == self._start:
+            self._done = True
+            message = {**message, "headers": [*message.get("headers", ()), *self._headers]}
+        await self._send(message)
+
+
+async def _send_problem(send: Send, status: int, body: bytes,
+                        headers: list[tuple[bytes, bytes]]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _too_many_requests(scope: Scope, receive: Receive, send: Send) -> None:
+    """The default 429: RFC 9457 problem details naming the violated policies."""
+    decision: Decision = scope["state"]["ratelimit"]
+    await _send_problem(send, 429, problem_body(decision), [])

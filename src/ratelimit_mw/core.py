@@ -1,0 +1,204 @@
+"""The I/O-free core: from a request to a plan, and the types of plans and decisions.
+
+Everything here is pure: the ASGI and WSGI adapters call :meth:`Policy.plan`, hand the
+plan to a limiter (the only I/O) and render the :class:`Decision` it returns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+from urllib.parse import quote
+
+from limits import RateLimitItem
+
+from .errors import ConfigurationError
+from .keys import KeyFunc, client_ip
+from .request import RequestInfo
+from .rules import CompiledRule, LimitsSpec, Rule, RuleTable, parse_limits
+
+__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "storage_key"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:@!$&'()*+,;=~-]")
+_MAX_PART = 200
+
+
+def storage_key(*identifiers: str) -> str:
+    """Join *identifiers* into one storage identifier that no other tuple can produce.
+
+    ``limits`` joins key parts with an unescaped ``/``, so ``("a/b", "c")`` and
+    ``("a", "b/c")`` would collide there. Each part is percent-escaped (``/``, ``{``,
+    ``}``, ``%``, spaces, non-ASCII) or, when long, hashed; the whole is wrapped in
+    ``{...}`` so that every limit of one request shares a Redis Cluster hash tag.
+
+    >>> storage_key("/login", "ip:203.0.113.7")
+    '{%2Flogin/ip:203.0.113.7}'
+    """
+    return "{" + "/".join(_escape(part) for part in identifiers) + "}"
+
+
+def _escape(part: str) -> str:
+    if len(part) > _MAX_PART:
+        import hashlib
+
+        # '%' never survives escaping unencoded, so '%h…' cannot equal an escaped part.
+        return "%h" + hashlib.blake2b(part.encode("utf-8", "surrogateescape"),
+                                      digest_size=16).hexdigest()
+    if _UNSAFE.search(part) is None:
+        return part
+    return quote(part, safe=":@!$&'()*+,;=~", errors="surrogateescape")
+
+
+class PlanItem(NamedTuple):
+    """One limit to apply: the item, the storage identifier, the cost, the policy name."""
+
+    limit: RateLimitItem
+    key: str
+    cost: int
+    policy: str
+
+
+class Plan(NamedTuple):
+    """Every limit one request is subject to; the limiter checks them in one call."""
+
+    rule: str
+    identity: str
+    items: tuple[PlanItem, ...]
+
+
+class Quota(NamedTuple):
+    """The state of one limit after a hit (or a peek).
+
+    ``reset_at`` is an epoch time when the window frees room; ``retry_after`` the seconds
+    to wait before a request of the same cost can pass (0 when allowed).
+    """
+
+    allowed: bool
+    limit: RateLimitItem
+    remaining: int
+    reset_at: float
+    retry_after: float
+
+
+class Decision(NamedTuple):
+    """What the limiter decided for one request, one :class:`Quota` per plan item.
+
+    Available to the app as ``scope["state"]["ratelimit"]`` (ASGI) or
+    ``environ["ratelimit_mw.decision"]`` (WSGI). ``storage_error`` is true when the
+    storage failed and the ``on_storage_error`` policy decided instead (then ``quotas``
+    is empty).
+    """
+
+    allowed: bool
+    plan: Plan
+    quotas: tuple[Quota, ...]
+    storage_error: bool = False
+
+    @property
+    def violated(self) -> tuple[str, ...]:
+        """Names of the policies this request exceeded."""
+        return tuple(item.policy for item, quota in zip(self.plan.items, self.quotas,
+                                                        strict=True) if not quota.allowed)
+
+
+def _policy_names(name: str, limits: Sequence[RateLimitItem]) -> tuple[str, ...]:
+    if len(limits) == 1:
+        return (name,)
+    return tuple(f"{name}-{item.get_expiry()}s" for item in limits)
+
+
+class _Entry(NamedTuple):
+    rule: CompiledRule | None
+    limits: tuple[RateLimitItem, ...]
+    policies: tuple[str, ...]
+    keys: tuple[KeyFunc, ...]
+    name: str
+
+
+_DEFAULT_NAME = "default"
+
+
+class Policy:
+    """Rules, defaults and keys compiled into a function from request to :class:`Plan`.
+
+    Shared by the ASGI and the WSGI middleware; pure, so it is tested with plain objects.
+
+    Example::
+
+        policy = Policy(default_limits="100/minute", rules=[Rule("/login", "5/minute")])
+        plan = policy.plan(RequestInfo("POST", "/login", client="203.0.113.7"))
+        [item.policy for item in plan.items]      # ['/login']
+
+    Requests that no rule matches share one ``default`` counter per client, whatever
+    their path: counting per path would let a client escape by varying it.
+    """
+
+    __slots__ = ("_default", "_entries", "_key", "table")
+
+    def __init__(
+        self,
+        *,
+        default_limits: LimitsSpec | None = None,
+        key: KeyFunc | Sequence[KeyFunc] | None = None,
+        rules: Iterable[Rule] = (),
+    ) -> None:
+        if isinstance(rules, Rule):
+            rules = [rules]
+        self.table = RuleTable(rules)
+        default = parse_limits(default_limits, "default_limits")
+        if key is None:
+            base_keys: tuple[KeyFunc, ...] = ()
+        elif callable(key):
+            base_keys = (key,)
+        else:
+            base_keys = tuple(key)
+        for function in base_keys:
+            if not callable(function):
+                raise ConfigurationError(f"key: {function!r} is not callable; use "
+                                         "ratelimit_mw.keys or (RequestInfo) -> str | None")
+        # Every chain ends with the socket peer, so a request always has an identity.
+        self._key = (*base_keys, client_ip())
+        self._entries: dict[int, _Entry] = {}
+        for compiled in self.table.rules:
+            if compiled.exempt:
+                continue
+            limits = compiled.limits or default
+            if not limits:
+                raise ConfigurationError(
+                    f"Rule({compiled.template!r}) has no limits and there are no "
+                    "default_limits; give the rule limits or set default_limits"
+                )
+            self._entries[id(compiled)] = _Entry(
+                compiled, limits, _policy_names(compiled.name, limits),
+                (*compiled.keys, *self._key), compiled.name,
+            )
+        self._default = _Entry(None, default, _policy_names(_DEFAULT_NAME, default),
+                               self._key, _DEFAULT_NAME) if default else None
+
+    def plan(self, request: RequestInfo) -> Plan | None:
+        """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
+        rule = self.table.match(request)
+        if rule is None:
+            entry = self._default
+            if entry is None:
+                return None
+        elif rule.exempt:
+            return None
+        else:
+            entry = self._entries[id(rule)]
+        identity = None
+        for function in entry.keys:
+            identity = function(request)
+            if identity is not None:
+                break
+        assert identity is not None  # client_ip() always answers
+        cost = 1
+        if entry.rule is not None:
+            cost_spec = entry.rule.cost
+            cost = cost_spec(request) if callable(cost_spec) else cost_spec
+        key = storage_key(entry.name, identity)
+        return Plan(entry.name, identity, tuple(
+            PlanItem(limit, key, cost, policy)
+            for limit, policy in zip(entry.limits, entry.policies, strict=True)
+        ))

@@ -1,0 +1,131 @@
+"""Quota headers and problem bodies for a :class:`~ratelimit_mw.core.Decision`. No I/O.
+
+- IETF draft-ietf-httpapi-ratelimit-headers-11 ``RateLimit-Policy`` and ``RateLimit``
+  (structured fields, RFC 9651): one list member per limit in force.
+- The legacy ``X-RateLimit-Limit/Remaining/Reset`` trio (epoch seconds), as GitHub,
+  Flask-Limiter and slowapi send it, for the most restrictive limit.
+- ``Retry-After`` (delay-seconds) on 429 only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Literal
+
+from .core import Decision
+from .errors import ConfigurationError
+
+__all__ = ["HeaderMode", "HeaderRenderer", "problem_body", "unavailable_body"]
+
+HeaderMode = Literal["draft", "legacy", "both", "none"]
+_MODES = ("draft", "legacy", "both", "none")
+
+QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+PROBLEM_JSON = "application/problem+json"
+_ASGI_NAMES = {name: name.lower().encode() for name in (
+    "RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+    "X-RateLimit-Reset", "Retry-After")}
+
+
+def sf_string(value: str) -> str:
+    """Serialise *value* as an RFC 9651 sf-string (printable ASCII; others become ``?``)."""
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out.append("?")
+    return '"' + "".join(out) + '"'
+
+
+class HeaderRenderer:
+    """Renders the quota headers of a decision in one of the modes.
+
+    Example::
+
+        renderer = HeaderRenderer("both")
+        renderer.render(decision)   # [("RateLimit-Policy", '"login";q=5;w=60'), ...]
+
+    Header names and policy strings are prepared once per policy, not per request.
+    """
+
+    __slots__ = ("_draft", "_legacy", "_policy_cache")
+
+    def __init__(self, mode: str = "both") -> None:
+        if mode not in _MODES:
+            raise ConfigurationError(f"headers={mode!r}: use one of {', '.join(_MODES)}")
+        self._draft = mode in ("draft", "both")
+        self._legacy = mode in ("legacy", "both")
+        self._policy_cache: dict[tuple[str, int, int], tuple[str, str]] = {}
+
+    def render_asgi(self, decision: Decision) -> list[tuple[bytes, bytes]]:
+        """:meth:`render` as ASGI wants it: lower-case names, latin-1 bytes."""
+        return [(_ASGI_NAMES[name], value.encode("latin-1"))
+                for name, value in self.render(decision)]
+
+    def render(self, decision: Decision, now: float | None = None) -> list[tuple[str, str]]:
+        """Header fields for *decision*, as ``(name, value)`` strings."""
+        out: list[tuple[str, str]] = []
+        quotas = decision.quotas
+        if not quotas:
+            return out
+        if now is None:
+            now = time.time()
+        if self._draft:
+            policies = []
+            current = []
+            for item, quota in zip(decision.plan.items, quotas, strict=True):
+                name, policy = self._policy(item.policy, item.limit.amount,
+                                            item.limit.get_expiry())
+                policies.append(policy)
+                delay = max(0, math.ceil(quota.reset_at - now))
+                current.append(f"{name};r={quota.remaining};t={delay}")
+            out.append(("RateLimit-Policy", ", ".join(policies)))
+            out.append(("RateLimit", ", ".join(current)))
+        if self._legacy:
+            tightest = min(quotas, key=lambda q: (q.allowed, q.remaining, -q.reset_at))
+            out.append(("X-RateLimit-Limit", str(tightest.limit.amount)))
+            out.append(("X-RateLimit-Remaining", str(tightest.remaining)))
+            out.append(("X-RateLimit-Reset", str(math.ceil(tightest.reset_at))))
+        if not decision.allowed:
+            wait = max(q.retry_after for q in quotas if not q.allowed)
+            out.append(("Retry-After", str(max(1, math.ceil(wait)))))
+        return out
+
+    def _policy(self, name: str, quota: int, window: int) -> tuple[str, str]:
+        """The serialised policy name and its ``RateLimit-Policy`` member, cached."""
+        cache_key = (name, quota, window)
+        found = self._policy_cache.get(cache_key)
+        if found is None:
+            if len(self._policy_cache) > 4096:  # bounded: policies are config, not input
+                self._policy_cache.clear()
+            serialised = sf_string(name)
+            found = (serialised, f"{serialised};q={quota};w={window}")
+            self._policy_cache[cache_key] = found
+        return found
+
+
+def problem_body(decision: Decision) -> bytes:
+    """The RFC 9457 body of a 429: ``quota-exceeded`` with ``violated-policies``."""
+    violated = list(decision.violated)
+    return json.dumps({
+        "type": QUOTA_EXCEEDED,
+        "title": "Request cannot be satisfied as assigned quota has been exceeded",
+        "status": 429,
+        "detail": "Too many requests; retry after the time in the Retry-After header.",
+        "violated-policies": violated,
+    }, separators=(",", ":")).encode()
+
+
+def unavailable_body() -> bytes:
+    """The RFC 9457 body of the 503 sent when the storage fails and the policy is deny."""
+    return json.dumps({
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "The rate limit service is unavailable; retry shortly.",
+    }, separators=(",", ":")).encode()

@@ -1,0 +1,312 @@
+"""Key functions: who a request counts against. Plain callables ``(RequestInfo) -> str | None``.
+
+``None`` means "no identity here": the next key function in the chain is asked, and the
+client IP of the socket peer ends every chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import TypeAlias
+from urllib.parse import parse_qsl
+
+from .errors import ConfigurationError
+from .request import RequestInfo
+
+__all__ = ["KeyFunc", "api_key", "chain", "client_ip", "header", "shared"]
+
+KeyFunc: TypeAlias = Callable[[RequestInfo], "str | None"]
+
+_IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Forwarding headers we know how to read: a list of addresses, nearest hop last.
+_FORWARD_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "true-client-ip",
+                    "cf-connecting-ip", "fly-client-ip", "x-client-ip")
+
+
+def parse_ip(value: str) -> _IPAddress | None:
+    """Parse one address as proxies write it; ``None`` for anything malformed.
+
+    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``::1``, ``[::1]``, ``[::1]:80`` and the quoted
+    RFC 7239 forms; IPv4-mapped IPv6 becomes IPv4. Rejects ``unknown``, obfuscated
+    identifiers (``_hidden``), host names, and anything else.
+    """
+    value = value.strip().strip('"')
+    if not value or len(value) > 64:
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        value = value[1:end]
+    elif value.count(":") == 1:  # IPv4 with a port
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id:  # "fe80::1%eth0": the zone is the proxy's business, not ours
+            return ipaddress.IPv6Address(value.split("%", 1)[0])
+    return address
+
+
+def _forwarded_for(value: str) -> list[str]:
+    """The ``for=`` values of an RFC 7239 ``Forwarded`` field, in order; malformed → ``""``."""
+    out: list[str] = []
+    for element in value.split(","):
+        found = ""
+        for pair in element.split(";"):
+            name, sep, val = pair.partition("=")
+            if sep and name.strip().lower() == "for":
+                found = val.strip()
+        out.append(found)
+    return out
+
+
+class _ClientIP:
+    __slots__ = ("_header", "_hops", "_networks", "_prefix")
+
+    def __init__(
+        self,
+        header: str,
+        networks: tuple[_IPNetwork, ...],
+        hops: int,
+        prefix: int,
+    ) -> None:
+        self._header = header
+        self._networks = networks
+        self._hops = hops
+        self._prefix = prefix
+
+    def __call__(self, request: RequestInfo) -> str | None:
+        client = request.client
+        if client and not (self._networks or self._hops) and client.count(".") == 3 and (
+            ":" not in client
+        ):
+            return "ip:" + client  # the common case: an IPv4 peer, no proxy configuration
+        return self._format(self.address(request), client)
+
+    def address(self, request: RequestInfo) -> _IPAddress | None:
+        """The client address by the configured trust; ``None`` if the peer is unknown."""
+        peer = parse_ip(request.client) if request.client else None
+        if peer is None or not (self._networks or self._hops):
+            return peer
+        if self._networks and not self._trusted(peer):
+            return peer  # the peer is not our proxy: whatever it sent is a claim, not a fact
+        raw = request.header(self._header)
+        if not raw:
+            return peer
+        hops = (_forwarded_for(raw) if self._header == "forwarded" else raw.split(","))
+        if self._hops:
+            # Each of our N proxies appended one entry; the N-th from the right is the
+            # address the outermost proxy saw. Fewer entries: a proxy was bypassed.
+            if len(hops) < self._hops:
+                return peer
+            return parse_ip(hops[-self._hops]) or peer
+        # Walk from the right; the first address that is not one of our proxies is the
+        # client. A malformed entry was written by a proxy we trust to be well formed, so
+        # stop there and count against the last good hop instead of trusting the string.
+        last = peer
+        for hop in reversed(hops):
+            address = parse_ip(hop)
+            if address is None:
+                return last
+            if not self._trusted(address):
+                return address
+            last = address
+        return last
+
+    def _trusted(self, address: _IPAddress) -> bool:
+        return any(address in network for network in self._networks)
+
+    def _format(self, address: _IPAddress | None, fallback: str | None) -> str:
+        if address is None:
+            # Not an IP (a unix socket, a test client): still one identity per peer.
+            return f"peer:{fallback}" if fallback else "peer:unknown"
+        if isinstance(address, ipaddress.IPv6Address) and self._prefix < 128:
+            # One IPv6 subscriber owns a whole /64: count the network, not the address.
+            net = ipaddress.IPv6Network((address, self._prefix), strict=False)
+            return f"ip:{net.network_address}/{self._prefix}"
+        return f"ip:{address}"
+
+
+def client_ip(
+    trusted_proxies: Iterable[str] | None = None,
+    *,
+    trusted_hops: int | None = None,
+    header: str = "X-Forwarded-For",
+    ipv6_prefix: int = 64,
+) -> KeyFunc:
+    """Key by client IP address, trusting forwarding headers only from your proxies.
+
+    By default the socket peer is the client and every forwarding header is ignored.
+    Behind proxies, say which to trust, one way or the other:
+
+    - ``trusted_proxies``: CIDRs of your proxies. If the peer is one of them, *header* is
+      walked from the right and the first address outside them is the client.
+    - ``trusted_hops``: the number of proxies in front of the app; the client is the
+      N-th address from the right of *header*.
+
+    *header* is ``X-Forwarded-For`` (default), ``Forwarded`` (RFC 7239, its ``for=``
+    values) or a single-address header your proxy sets, such as ``X-Real-IP``.
+    IPv6 clients are counted per ``/ipv6_prefix`` network (64 by default), as one
+    subscriber is given a whole /64; pass 128 to count single addresses.
+
+    Example::
+
+        key = keys.client_ip(trusted_proxies=["10.0.0.0/8"])       # behind a load balancer
+        key = keys.client_ip(trusted_hops=1, header="Forwarded")   # one proxy, RFC 7239
+
+    Security: a client can write any forwarding header it likes; only entries appended by
+    proxies you trust are believed, and malformed ones never are.
+    """
+    if trusted_proxies is not None and trusted_hops is not None:
+        raise ConfigurationError(
+            "client_ip(): give trusted_proxies or trusted_hops, not both"
+        )
+    if isinstance(trusted_proxies, str):
+        raise ConfigurationError(
+            f"client_ip(trusted_proxies={trusted_proxies!r}): pass a list of CIDRs, "
+            f"e.g. [{trusted_proxies!r}]"
+        )
+    networks: list[_IPNetwork] = []
+    for cidr in trusted_proxies or ():
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise ConfigurationError(
+                f"client_ip(trusted_proxies=...): {cidr!r} is not an IP network; "
+                "write it as '10.0.0.0/8' or '192.0.2.1'"
+            ) from None
+    if trusted_hops is not None and (
+        isinstance(trusted_hops, bool) or not isinstance(trusted_hops, int) or trusted_hops < 1
+    ):
+        raise ConfigurationError(
+            f"client_ip(trusted_hops={trusted_hops!r}): must be a whole number >= 1"
+        )
+    name = header.strip().lower()
+    if name not in _FORWARD_HEADERS:
+        raise ConfigurationError(
+            f"client_ip(header={header!r}): use one of "
+            + ", ".join(h.title() for h in _FORWARD_HEADERS)
+        )
+    if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int) or not (
+        1 <= ipv6_prefix <= 128
+    ):
+        raise ConfigurationError(f"client_ip(ipv6_prefix={ipv6_prefix!r}): must be 1..128")
+    return _ClientIP(name, tuple(networks), trusted_hops or 0, ipv6_prefix)
+
+
+def _digest(secret: str) -> str:
+    # 128 bits of BLAKE2b: raw secrets never reach the storage, and collisions stay
+    # out of reach. Keyed hashing is not needed: the digest is never shown to clients.
+    return hashlib.blake2b(secret.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+class _APIKey:
+    __slots__ = ("_fallback", "_header", "_query")
+
+    def __init__(self, header: str | None, query: str | None, fallback: KeyFunc | None) -> None:
+        self._header = header
+        self._query = query
+        self._fallback = fallback
+
+    def __call__(self, request: RequestInfo) -> str | None:
+        secret = request.header(self._header) if self._header else None
+        if not secret and self._query and request.query:
+            for name, value in parse_qsl(request.query, keep_blank_values=False):
+                if name == self._query:
+                    secret = value
+                    break
+        if secret:
+            return "key:" + _digest(secret.strip())
+        return self._fallback(request) if self._fallback else None
+
+
+def api_key(
+    header: str | None = "X-API-Key",
+    *,
+    query: str | None = None,
+    fallback: KeyFunc | None = None,
+    use_client_ip: bool = True,
+) -> KeyFunc:
+    """Key by API key, read from *header* (then the *query* parameter, if given).
+
+    The secret is hashed (BLAKE2b-128) before it becomes part of a storage key, so raw
+    keys never reach Redis, logs or ``inspect`` output. A request without a key is
+    counted by *fallback* — by default the client IP of the socket peer; pass
+    ``use_client_ip=False`` to return ``None`` and fall through to the next key.
+
+    Example::
+
+        Rule("/api/{path:path}", "1000/hour", key=keys.api_key("X-API-Key"))
+
+    Security: the key is not validated here — an unknown key is counted like any other.
+    Authenticate in the app; rate limiting unauthenticated keys still bounds the damage.
+    """
+    if not header and not query:
+        raise ConfigurationError("api_key(): give a header name, a query parameter, or both")
+    if fallback is None and use_client_ip:
+        fallback = client_ip()
+    return _APIKey(header.lower() if header else None, query, fallback)
+
+
+def header(name: str, *, hashed: bool = True) -> KeyFunc:
+    """Key by the value of request header *name* (hashed unless ``hashed=False``).
+
+    Only for headers your own front end sets (a user id from an auth gateway, say):
+    clients can send any header.
+
+    Example::
+
+        key = keys.header("X-User-Id", hashed=False)
+    """
+    lowered = name.lower()
+
+    def key(request: RequestInfo) -> str | None:
+        value = request.header(lowered)
+        if not value:
+            return None
+        return f"hdr:{lowered}:" + (_digest(value) if hashed else value)
+
+    return key
+
+
+def shared(name: str = "all") -> KeyFunc:
+    """One counter for every client: a global limit on a route.
+
+    Example::
+
+        Rule("/export", "10/minute", key=keys.shared())
+    """
+    identity = f"shared:{name}"
+    return lambda _request: identity
+
+
+def chain(*functions: KeyFunc) -> KeyFunc:
+    """The first non-``None`` identity of *functions*, else ``None``.
+
+    Example::
+
+        key = keys.chain(keys.header("X-User-Id"), keys.client_ip())
+    """
+    if not functions:
+        raise ConfigurationError("chain(): give at least one key function")
+    for function in functions:
+        if not callable(function):
+            raise ConfigurationError(f"chain(): {function!r} is not callable")
+
+    def key(request: RequestInfo) -> str | None:
+        for function in functions:
+            identity = function(request)
+            if identity is not None:
+                return identity
+        return None
+
+    return key

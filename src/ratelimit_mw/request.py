@@ -1,0 +1,158 @@
+"""A read-only view of one request, built from an ASGI scope or a WSGI environ. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+__all__ = ["RequestInfo", "normalize_path"]
+
+
+def normalize_path(path: str) -> str:
+    """Return the path an application routes, so that variants cannot escape a rule.
+
+    Percent-escapes are decoded, empty and ``.`` segments dropped, ``..`` resolved (never
+    above the root) and a trailing slash removed: ``//login``, ``/./login``, ``/login/``,
+    ``/a/../login`` and ``/log%69n`` all become ``/login``.
+
+    >>> normalize_path("//api/./v1/../v2/items/")
+    '/api/v2/items'
+    """
+    if "%" in path:
+        # ASGI servers already decode ``path``; decoding what is left errs on the side
+        # of matching a rule (over-limiting), never of escaping one.
+        path = unquote(path, errors="surrogateescape")
+    if "//" in path or "/." in path or "\\" in path or not path.startswith("/"):
+        segments: list[str] = []
+        for segment in path.replace("\\", "/").split("/"):
+            if segment in ("", "."):
+                continue
+            if segment == "..":
+                if segments:
+                    segments.pop()
+                continue
+            segments.append(segment)
+        return "/" + "/".join(segments)
+    if len(path) > 1 and path.endswith("/"):
+        return path.rstrip("/") or "/"
+    return path
+
+
+class RequestInfo:
+    """What the limiter may know of a request: method, path, headers, peer.
+
+    Built once per request by :meth:`from_scope` (ASGI) or :meth:`from_environ` (WSGI).
+    Header names are lower case; repeated headers are joined with ``", "`` as RFC 9110
+    allows for list-valued fields. Headers are decoded lazily, on first use.
+
+    Example::
+
+        info = RequestInfo("GET", "/items/1", client="203.0.113.7",
+                           headers={"x-api-key": "secret"})
+        assert info.header("X-API-Key") == "secret"
+
+    Security: every header here comes from the client; only ``client`` (the socket peer)
+    is not. Trust a header only through configuration (see :func:`ratelimit_mw.keys.client_ip`).
+    """
+
+    __slots__ = ("_headers", "_host", "_raw_headers", "client", "method", "path", "query",
+                 "raw_path", "scheme")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        raw_path: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client: str | None = None,
+        scheme: str = "http",
+        host: str | None = None,
+        query: str = "",
+    ) -> None:
+        self.method = method.upper()
+        #: The normalised path rules are matched against.
+        self.path = normalize_path(path)
+        #: The path as received, before normalisation.
+        self.raw_path = path if raw_path is None else raw_path
+        self.client = client
+        self.scheme = scheme
+        self.query = query
+        self._raw_headers: Any = None
+        self._headers: dict[str, str] | None = (
+            None if headers is None else {k.lower(): v for k, v in headers.items()}
+        )
+        self._host = host
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> RequestInfo:
+        """Build from an ASGI ``http`` or ``websocket`` scope."""
+        self = cls.__new__(cls)
+        self.method = scope.get("method", "GET")
+        path: str = scope.get("path") or "/"
+        self.path = normalize_path(path)
+        raw = scope.get("raw_path")
+        self.raw_path = raw.decode("latin-1") if raw else path
+        client = scope.get("client")
+        self.client = client[0] if client else None
+        self.scheme = scope.get("scheme", "http")
+        query: bytes = scope.get("query_string", b"")
+        self.query = query.decode("latin-1")
+        self._raw_headers = scope.get("headers", ())
+        self._headers = None
+        self._host = None
+        return self
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any]) -> RequestInfo:
+        """Build from a PEP 3333 WSGI environ."""
+        self = cls.__new__(cls)
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        # PEP 3333 carries the path as latin-1 decoded bytes; the app sees UTF-8.
+        path: str = environ.get("PATH_INFO") or "/"
+        path = path.encode("latin-1").decode("utf-8", "surrogateescape")
+        self.path = normalize_path(path)
+        self.raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
+        self.client = environ.get("REMOTE_ADDR") or None
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+        self.query = environ.get("QUERY_STRING", "")
+        self._raw_headers = environ
+        self._headers = None
+        self._host = None
+        return self
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """All request headers, lower-case names, repeated values joined with ``", "``."""
+        if self._headers is None:
+            self._headers = self._decode_headers()
+        return self._headers
+
+    @property
+    def host(self) -> str | None:
+        """The ``Host`` the client sent (unvalidated), or the one given at construction."""
+        return self._host if self._host is not None else self.headers.get("host")
+
+    def header(self, name: str) -> str | None:
+        """The value of header *name* (case-insensitive), or ``None``."""
+        return self.headers.get(name.lower())
+
+    def _decode_headers(self) -> dict[str, str]:
+        raw = self._raw_headers
+        out: dict[str, str] = {}
+        if isinstance(raw, Mapping):  # a WSGI environ
+            for key, value in raw.items():
+                if key.startswith("HTTP_"):
+                    out[key[5:].replace("_", "-").lower()] = value
+                elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                    out[key.replace("_", "-").lower()] = value
+            return out
+        for name_b, value_b in raw or ():
+            name = name_b.decode("latin-1").lower()
+            value = value_b.decode("latin-1")
+            out[name] = f"{out[name]}, {value}" if name in out else value
+        return out
+
+    def __repr__(self) -> str:
+        return f"RequestInfo({self.method} {self.path!r} from {self.client!r})"

@@ -1,0 +1,265 @@
+"""Per-route rules and the table that finds the one that applies to a request. No I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from limits import RateLimitItem, parse_many
+
+from .errors import ConfigurationError
+from .keys import KeyFunc
+from .request import RequestInfo, normalize_path
+
+__all__ = ["CompiledRule", "LimitsSpec", "Rule", "RuleTable", "parse_limits"]
+
+LimitsSpec: TypeAlias = "str | RateLimitItem | Sequence[str | RateLimitItem]"
+CostFunc: TypeAlias = Callable[[RequestInfo], int]
+
+#: The namespace of every limit item this package creates; the first part of its keys.
+NAMESPACE = "rl"
+
+_PARAM = re.compile(r"\{([^{}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_CONVERTERS = {"str": r"[^/]+", "path": r".+", "int": r"[0-9]+"}
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ...]:
+    """Parse ``"10/second;1000/hour"``, an item or a list of either; errors name *where*."""
+    if spec is None:
+        return ()
+    parts = [spec] if isinstance(spec, str | RateLimitItem) else list(spec)
+    items: list[RateLimitItem] = []
+    for part in parts:
+        if isinstance(part, RateLimitItem):
+            items.append(part)
+            continue
+        if not isinstance(part, str):
+            raise ConfigurationError(f"{where}: limits must be strings like '10/minute', "
+                                     f"got {part!r}")
+        try:
+            items.extend(parse_many(part))
+        except ValueError:
+            raise ConfigurationError(
+                f"{where}: {part!r} is not a rate limit; write e.g. '5/minute', "
+                "'10 per second' or '10/second;1000/hour'"
+            ) from None
+    for item in items:
+        if item.amount < 1:
+            raise ConfigurationError(f"{where}: {item!r} allows nothing; use exempt or a "
+                                     "positive amount")
+    # Re-home every item in our namespace: limits puts the namespace first in the key.
+    return tuple(type(i)(i.amount, i.multiples, namespace=NAMESPACE) for i in items)
+
+
+def compile_template(template: str) -> tuple[str, re.Pattern[str] | None]:
+    """Normalise a path template; return it with a regex, or ``None`` for a static path."""
+    if not isinstance(template, str) or not template.startswith("/"):
+        raise ConfigurationError(f"Rule({template!r}): a path template must start with '/'")
+    outside = _PARAM.sub("", template)
+    if "{" in outside or "}" in outside:
+        raise ConfigurationError(f"Rule({template!r}): unbalanced '{{' or '}}' in the path")
+    # The static text around parameters is normalised the way request paths are.
+    template = _renormalize(template)
+    pattern: list[str] = []
+    names: set[str] = set()
+    pos = 0
+    for match in _PARAM.finditer(template):
+        name, _, converter = match.group(1).partition(":")
+        converter = converter or "str"
+        if not _NAME.match(name):
+            raise ConfigurationError(
+                f"Rule({template!r}): {{{match.group(1)}}} needs a name like {{item_id}}"
+            )
+        if name in names:
+            raise ConfigurationError(f"Rule({template!r}): parameter {name!r} appears twice")
+        if converter not in _CONVERTERS:
+            raise ConfigurationError(
+                f"Rule({template!r}): unknown converter {converter!r} in {{{match.group(1)}}};"
+                " use str, int or path"
+            )
+        if converter == "path" and match.end() != len(template):
+            raise ConfigurationError(
+                f"Rule({template!r}): {{{match.group(1)}}} takes the rest of the path, "
+                "so it must come last"
+            )
+        names.add(name)
+        pattern.append(re.escape(template[pos:match.start()]))
+        pattern.append(f"(?P<{name}>{_CONVERTERS[converter]})")
+        pos = match.end()
+    if not names:
+        return template, None
+    pattern.append(re.escape(template[pos:]))
+    return template, re.compile("".join(pattern))
+
+
+def _renormalize(template: str) -> str:
+    # Protect the parameters from normalisation (a '{x:path}' has no '/' to lose, but
+    # '%' escapes and '//' around it must be treated like a request's).
+    params: list[str] = []
+
+    def stash(match: re.Match[str]) -> str:
+        params.append(match.group(0))
+        return f"\0{len(params) - 1}\0"
+
+    text = normalize_path(_PARAM.sub(stash, template))
+    return re.sub(r"\0(\d+)\0", lambda m: params[int(m.group(1))], text)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Limits for the requests whose path matches *path* (and *methods*, if given).
+
+    ``{name}`` matches one path segment, ``{name:int}`` digits, ``{name:path}`` the rest
+    of the path. Rules are tried in order and the first match wins; a request no rule
+    matches gets the middleware's ``default_limits``. Each rule counts in its own
+    namespace — its *name*, else its template — so ``/items/1`` and ``/items/2`` share
+    the counter of ``/items/{id}``, and rules with the same *name* share one counter.
+
+    Example::
+
+        Rule("/login", "5/minute", methods=["POST"])
+        Rule("/api/{version}/search", "10/second;1000/hour", key=keys.api_key("X-API-Key"))
+        Rule("/reports/{id}", "100/hour", cost=10, name="reports")
+        Rule("/health", exempt=True)
+
+    ``methods=["GET"]`` covers ``HEAD`` too, as frameworks route HEAD to the GET
+    handler. *limits* ``None`` means the middleware's ``default_limits`` counted in this
+    rule's own namespace. *cost* is a whole number or ``(RequestInfo) -> int``.
+
+    Security: paths are normalised before matching (``/login/``, ``//login``,
+    ``/./login`` and ``/log%69n`` all match ``/login``), so no variant escapes a rule.
+    """
+
+    path: str
+    limits: LimitsSpec | None = None
+    methods: Iterable[str] | None = None
+    key: KeyFunc | Sequence[KeyFunc] | None = None
+    cost: int | CostFunc = 1
+    exempt: bool = False
+    name: str | None = None
+    _compiled: CompiledRule = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", CompiledRule.build(self))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A :class:`Rule` checked and prepared for matching."""
+
+    template: str
+    regex: re.Pattern[str] | None
+    methods: frozenset[str] | None
+    limits: tuple[RateLimitItem, ...]
+    keys: tuple[KeyFunc, ...]
+    cost: int | CostFunc
+    exempt: bool
+    name: str
+
+    @classmethod
+    def build(cls, rule: Rule) -> CompiledRule:
+        where = f"Rule({rule.path!r})"
+        template, regex = compile_template(rule.path)
+        methods: frozenset[str] | None = None
+        if rule.methods is not None:
+            if isinstance(rule.methods, str):
+                raise ConfigurationError(f"{where}: methods must be a list, e.g. "
+                                         f"[{rule.methods!r}]")
+            methods = frozenset(m.upper() for m in rule.methods)
+            unknown = methods - _METHODS
+            if unknown:
+                raise ConfigurationError(f"{where}: unknown HTTP method(s) {sorted(unknown)}")
+            if not methods:
+                raise ConfigurationError(f"{where}: methods=[] matches nothing; use None "
+                                         "for every method")
+            if "GET" in methods:
+                methods |= {"HEAD"}
+        limits = parse_limits(rule.limits, where)
+        if rule.exempt and limits:
+            raise ConfigurationError(f"{where}: an exempt rule takes no limits")
+        keys: tuple[KeyFunc, ...]
+        if rule.key is None:
+            keys = ()
+        elif callable(rule.key):
+            keys = (rule.key,)
+        else:
+            keys = tuple(rule.key)
+        for key in keys:
+            if not callable(key):
+                raise ConfigurationError(f"{where}: key {key!r} is not callable; use "
+                                         "ratelimit_mw.keys or (RequestInfo) -> str | None")
+        cost = rule.cost
+        if not callable(cost) and (
+            isinstance(cost, bool) or not isinstance(cost, int) or cost < 1
+        ):
+            raise ConfigurationError(f"{where}: cost must be a whole number >= 1 or a "
+                                     f"callable, got {cost!r}")
+        if rule.name is not None and (not isinstance(rule.name, str) or not rule.name):
+            raise ConfigurationError(f"{where}: name must be a non-empty string")
+        return cls(template, regex, methods, limits, keys, cost, rule.exempt,
+                   rule.name or template)
+
+    def matches(self, path: str, method: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.regex is None:
+            return path == self.template
+        return self.regex.fullmatch(path) is not None
+
+
+class RuleTable:
+    """Finds the first rule that matches a request.
+
+    Example::
+
+        table = RuleTable([Rule("/login", "5/minute")])
+        table.match(RequestInfo("POST", "/login/"))   # the /login rule
+
+    Static templates are looked up in a dict when no earlier dynamic rule could shadow
+    them, so the common case costs one dict lookup and no regex.
+    """
+
+    __slots__ = ("_dynamic", "_rules", "_static")
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        compiled: list[CompiledRule] = []
+        for rule in rules:
+            if not isinstance(rule, Rule):
+                raise ConfigurationError(f"rules: {rule!r} is not a Rule")
+            compiled.append(rule._compiled)
+        self._rules = tuple(compiled)
+        # Index static rules by path; each entry keeps its position so a dynamic rule
+        # listed earlier still wins.
+        self._static: dict[str, list[tuple[int, CompiledRule]]] = {}
+        self._dynamic: list[tuple[int, CompiledRule]] = []
+        for index, entry in enumerate(self._rules):
+            if entry.regex is None:
+                self._static.setdefault(entry.template, []).append((index, entry))
+            else:
+                self._dynamic.append((index, entry))
+
+    @property
+    def rules(self) -> tuple[CompiledRule, ...]:
+        return self._rules
+
+    def match(self, request: RequestInfo) -> CompiledRule | None:
+        """The first rule for *request*'s normalised path and method, or ``None``."""
+        path, method = request.path, request.method
+        best: CompiledRule | None = None
+        best_index = len(self._rules)
+        for index, rule in self._static.get(path, ()):
+            if rule.methods is None or method in rule.methods:
+                best, best_index = rule, index
+                break
+        for index, rule in self._dynamic:
+            if index >= best_index:
+                break
+            if rule.matches(path, method):
+                return rule
+        return best

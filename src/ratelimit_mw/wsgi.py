@@ -1,0 +1,124 @@
+"""Pure WSGI rate-limit middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._base import MiddlewareBase, OnStorageError
+from ._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
+from .backends import RateLimiter, RedisOptions, Strategy
+from .core import Decision
+from .errors import ConfigurationError, StorageError
+from .headers import PROBLEM_JSON, problem_body, unavailable_body
+from .keys import KeyFunc
+from .request import RequestInfo
+from .rules import LimitsSpec, Rule
+
+__all__ = ["ENVIRON_KEY", "WSGIRateLimitMiddleware"]
+
+#: Where the app finds the :class:`~ratelimit_mw.core.Decision` of its request.
+ENVIRON_KEY = "ratelimit_mw.decision"
+
+
+class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
+    """Rate limiting and quota headers in front of any WSGI application.
+
+    Example::
+
+        flask_app.wsgi_app = WSGIRateLimitMiddleware(
+            flask_app.wsgi_app,
+            storage="redis://localhost:6379/0",
+            default_limits="100/minute",
+            rules=[Rule("/login", "5/minute", methods=["POST"])],
+        )
+
+    The same options as :class:`ratelimit_mw.RateLimitMiddleware`. Allowed requests reach
+    *app* with the quota headers added to its ``start_response``; refused ones get a 429
+    ``application/problem+json`` body (or *limited_app*, a WSGI app of yours). The app
+    finds the decision in ``environ["ratelimit_mw.decision"]``. The app's iterable is
+    returned as it is, so ``close()``, ``write`` and ``exc_info`` keep working.
+
+    Security: the client is ``REMOTE_ADDR`` unless you configure trusted proxies in
+    :func:`ratelimit_mw.keys.client_ip`; paths are normalised before rules match.
+    """
+
+    _limiter_class = RateLimiter
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        storage: str | Any | None = None,
+        limiter: RateLimiter | None = None,
+        default_limits: LimitsSpec | None = None,
+        key: KeyFunc | Sequence[KeyFunc] | None = None,
+        rules: Iterable[Rule] = (),
+        strategy: Strategy = "fixed-window",
+        headers: str = "both",
+        on_storage_error: OnStorageError = "allow",
+        redis_options: RedisOptions | None = None,
+        limited_app: WSGIApp | None = None,
+    ) -> None:
+        super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
+                         key=key, rules=rules, strategy=strategy, headers=headers,
+                         on_storage_error=on_storage_error, redis_options=redis_options)
+        if limited_app is not None and not callable(limited_app):
+            raise ConfigurationError("limited_app must be a WSGI application")
+        self.app = app
+        self.limited_app = limited_app or _too_many_requests
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        plan = self.policy.plan(RequestInfo.from_environ(environ))
+        if plan is None:
+            return self.app(environ, start_response)
+        try:
+            decision = self.limiter.check(plan)
+        except StorageError as error:
+            decision = self._storage_failed(plan, error)
+        environ[ENVIRON_KEY] = decision
+        extra = self.renderer.render(decision)
+        if decision.allowed:
+            app = self.app
+        elif decision.storage_error:
+            app = _unavailable
+        else:
+            app = self.limited_app
+        if not extra:
+            return app(environ, start_response)
+        return app(environ, _HeaderStartResponse(start_response, extra))
+
+
+class _HeaderStartResponse:
+    """``start_response`` that appends the quota headers; keeps ``exc_info`` and ``write``."""
+
+    __slots__ = ("_extra", "_start_response")
+
+    def __init__(self, start_response: StartResponse, extra: list[tuple[str, str]]) -> None:
+        self._start_response = start_response
+        self._extra = extra
+
+    def __call__(self, status: str, headers: list[tuple[str, str]],
+                 exc_info: OptExcInfo | None = None, /) -> WriteCallable:
+        headers = [*headers, *self._extra]
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
+
+
+def _problem(start_response: StartResponse, status: str, body: bytes,
+             extra: list[tuple[str, str]]) -> list[bytes]:
+    start_response(status, [("Content-Type", PROBLEM_JSON),
+                            ("Content-Length", str(len(body))), *extra])
+    return [body]
+
+
+def _too_many_requests(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    """The default 429: RFC 9457 problem details naming the violated policies."""
+    decision: Decision = environ[ENVIRON_KEY]
+    return _problem(start_response, "429 Too Many Requests", problem_body(decision), [])
+
+
+def _unavailable(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    return _problem(start_response, "503 Service Unavailable", unavailable_body(),
+                    [("Retry-After", "1")])
