@@ -219,3 +219,15 @@ async def test_websocket_pass_option() -> None:
         rec = Recorder([{"type": "websocket.connect"}])
         await mw(ws_scope(), rec.receive, rec.send)
         assert rec.sent[0] == {"type": "websocket.accept", "headers": [(b"x-app", b"1")]}
+
+
+@pytest.mark.parametrize("path", ["/login", "/login/", "//login", "/./login", "/log%69n",
+                                  "/a/../login", "/%2E/login"])
+async def test_raw_path_variants_match_the_rule(path: str) -> None:
+    # Servers hand 'path' decoded; a hand-built or proxied scope may not. Either way the
+    # variant must count against the /login rule, not the default.
+    mw = middleware(rules=[Rule("/login", "5/minute", methods=["POST"])],
+                    default_limits="1000/minute")
+    rec = Recorder()
+    await mw(http_scope(path, method="POST"), rec.receive, rec.send)
+    assert rec.header(b"ratelimit-policy") == [b'"/login";q=5;w=60']
