@@ -39,7 +39,9 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
     yours, which finds the decision in ``scope["state"]["ratelimit"]``). Websocket
     handshakes are limited too (``websockets="limit"``): a refused one is denied with a
     429 where the server supports the ``websocket.http.response`` extension, else
-    closed with code 1008. Lifespan and other scope types pass through untouched.
+    closed with code 1008 (1013 when the storage failed and the policy is ``deny``).
+    Lifespan passes through; at its shutdown the middleware closes a limiter it built
+    (not one passed as *limiter*). Other scope types pass through untouched.
 
     Security: the client is the socket peer unless you configure trusted proxies in
     :func:`ratelimit_mw.keys.client_ip`; paths are normalised before rules match.
@@ -73,10 +75,14 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
         self.app = app
         self.limited_app = limited_app or _too_many_requests
         self._kinds = ("http", "websocket") if websockets == "limit" else ("http",)
+        # A limiter we built is ours to close at lifespan shutdown; one passed in is not.
+        self._owns_limiter = limiter is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in self._kinds:
+            if kind == "lifespan" and self._owns_limiter:
+                send = _CloseOnShutdown(send, self.limiter)
             await self.app(scope, receive, send)
             return
         plan = self.policy.plan(RequestInfo.from_scope(scope))
@@ -117,9 +123,28 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
                         "headers": [(b"content-type", PROBLEM_JSON.encode()),
                                     (b"content-length", str(len(body)).encode()), *headers]})
             await send({"type": "websocket.http.response.body", "body": body})
+        elif decision.storage_error:
+            # 1013 "Try Again Later": the limiter could not decide, the client did no wrong.
+            await send({"type": "websocket.close", "code": 1013,
+                        "reason": "rate limit storage unavailable"})
         else:
             await send({"type": "websocket.close", "code": 1008,
                         "reason": "rate limit exceeded"})
+
+
+class _CloseOnShutdown:
+    """Closes the limiter's connections when the app reports its shutdown complete."""
+
+    __slots__ = ("_limiter", "_send")
+
+    def __init__(self, send: Send, limiter: AsyncRateLimiter) -> None:
+        self._send = send
+        self._limiter = limiter
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "lifespan.shutdown.complete":
+            await self._limiter.aclose()
+        await self._send(message)
 
 
 class _HeaderSend:

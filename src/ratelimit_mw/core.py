@@ -16,7 +16,7 @@ from limits import RateLimitItem
 from .errors import ConfigurationError
 from .keys import KeyFunc, client_ip
 from .request import RequestInfo
-from .rules import CompiledRule, LimitsSpec, Rule, RuleTable, parse_limits
+from .rules import CompiledRule, LimitsSpec, Rule, RuleTable, key_functions, parse_limits
 
 __all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "storage_key"]
 
@@ -43,11 +43,14 @@ def _escape(part: str) -> str:
         import hashlib
 
         # '%' never survives escaping unencoded, so '%h…' cannot equal an escaped part.
-        return "%h" + hashlib.blake2b(part.encode("utf-8", "surrogateescape"),
+        return "%h" + hashlib.blake2b(part.encode("utf-8", "surrogatepass"),
                                       digest_size=16).hexdigest()
     if _UNSAFE.search(part) is None:
         return part
-    return quote(part, safe=":@!$&'()*+,;=~", errors="surrogateescape")
+    # 'surrogatepass', not 'surrogateescape': the latter encodes '\udcc3\udca9' to the
+    # bytes of 'é', so two different identities shared one key. surrogatepass gives
+    # every str its own byte string (and never raises on a lone surrogate).
+    return quote(part, safe=":@!$&'()*+,;=~", errors="surrogatepass")
 
 
 class PlanItem(NamedTuple):
@@ -98,6 +101,10 @@ class Decision(NamedTuple):
     @property
     def violated(self) -> tuple[str, ...]:
         """Names of the policies this request exceeded."""
+        if not self.quotas:
+            # A storage error leaves no quotas: nothing is known to be violated. zip(strict)
+            # used to raise ValueError here for an app reading the decision.
+            return ()
         return tuple(item.policy for item, quota in zip(self.plan.items, self.quotas,
                                                         strict=True) if not quota.allowed)
 
@@ -105,7 +112,14 @@ class Decision(NamedTuple):
 def _policy_names(name: str, limits: Sequence[RateLimitItem]) -> tuple[str, ...]:
     if len(limits) == 1:
         return (name,)
-    return tuple(f"{name}-{item.get_expiry()}s" for item in limits)
+    names = tuple(f"{name}-{item.get_expiry()}s" for item in limits)
+    if len(set(names)) < len(names):
+        # Two limits with one window ("10/minute;100/minute") got the same name, so the
+        # RateLimit header could not tell their members apart: name the amount too.
+        names = tuple(f"{name}-{item.amount}-{item.get_expiry()}s" for item in limits)
+        if len(set(names)) < len(names):
+            names = tuple(f"{n}-{i}" for i, n in enumerate(names))
+    return names
 
 
 class _Entry(NamedTuple):
@@ -117,6 +131,16 @@ class _Entry(NamedTuple):
 
 
 _DEFAULT_NAME = "default"
+
+
+def _checked_cost(cost: object, rule: str) -> int:
+    # A cost function's result was used unchecked. A cost below 1 must never reach the
+    # storage: limits increments by the cost, so a negative cost (say one derived from a
+    # client header) decremented the counter and let a client refund its own quota.
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        raise ConfigurationError(f"Rule({rule!r}): the cost function returned {cost!r}; "
+                                 "it must return a whole number")
+    return max(1, cost)
 
 
 class Policy:
@@ -147,16 +171,8 @@ class Policy:
             rules = [rules]
         self.table = RuleTable(rules)
         default = parse_limits(default_limits, "default_limits")
-        if key is None:
-            base_keys: tuple[KeyFunc, ...] = ()
-        elif callable(key):
-            base_keys = (key,)
-        else:
-            base_keys = tuple(key)
-        for function in base_keys:
-            if not callable(function):
-                raise ConfigurationError(f"key: {function!r} is not callable; use "
-                                         "ratelimit_mw.keys or (RequestInfo) -> str | None")
+        # Shared with Rule: a non-iterable key (key=5) raised a bare TypeError here.
+        base_keys = key_functions(key, "key")
         # Every chain ends with the socket peer, so a request always has an identity.
         self._key = (*base_keys, client_ip())
         self._entries: dict[int, _Entry] = {}
@@ -196,7 +212,10 @@ class Policy:
         cost = 1
         if entry.rule is not None:
             cost_spec = entry.rule.cost
-            cost = cost_spec(request) if callable(cost_spec) else cost_spec
+            if callable(cost_spec):
+                cost = _checked_cost(cost_spec(request), entry.name)
+            else:
+                cost = cost_spec
         key = storage_key(entry.name, identity)
         return Plan(entry.name, identity, tuple(
             PlanItem(limit, key, cost, policy)

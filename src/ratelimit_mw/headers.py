@@ -71,6 +71,8 @@ class HeaderRenderer:
         """Header fields for *decision*, as ``(name, value)`` strings."""
         out: list[tuple[str, str]] = []
         quotas = decision.quotas
+        # "none" drops the quota fields, not Retry-After: that belongs to the 429 itself
+        # (RFC 6585), and a client told to retry needs to know when.
         if not quotas:
             return out
         if now is None:
@@ -83,16 +85,21 @@ class HeaderRenderer:
                                             item.limit.get_expiry())
                 policies.append(policy)
                 delay = max(0, math.ceil(quota.reset_at - now))
-                current.append(f"{name};r={quota.remaining};t={delay}")
+                # r is a non-negative integer in the draft; clamp what a limiter reports.
+                current.append(f"{name};r={max(0, quota.remaining)};t={delay}")
             out.append(("RateLimit-Policy", ", ".join(policies)))
             out.append(("RateLimit", ", ".join(current)))
         if self._legacy:
             tightest = min(quotas, key=lambda q: (q.allowed, q.remaining, -q.reset_at))
             out.append(("X-RateLimit-Limit", str(tightest.limit.amount)))
-            out.append(("X-RateLimit-Remaining", str(tightest.remaining)))
+            out.append(("X-RateLimit-Remaining", str(max(0, tightest.remaining))))
             out.append(("X-RateLimit-Reset", str(math.ceil(tightest.reset_at))))
         if not decision.allowed:
-            wait = max(q.retry_after for q in quotas if not q.allowed)
+            # Never earlier than the end of a refused limit's window: retry_after alone
+            # was trusted before, so a limiter reporting less (or 0) sent clients back
+            # into a 429. default=: a refusal whose quotas all passed must not raise.
+            wait = max((max(q.retry_after, q.reset_at - now) for q in quotas if not q.allowed),
+                       default=0.0)
             out.append(("Retry-After", str(max(1, math.ceil(wait)))))
         return out
 

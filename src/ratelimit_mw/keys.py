@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from typing import TypeAlias
 from urllib.parse import parse_qsl
@@ -37,23 +38,45 @@ def parse_ip(value: str) -> _IPAddress | None:
     value = value.strip().strip('"')
     if not value or len(value) > 64:
         return None
-    if value.startswith("["):
+    # Only '[v6]', '[v6]:port', 'v4:port' (port: digits or an RFC 7239 obfport) are
+    # taken apart; before, anything after ']' or ':' was dropped unread, so values such
+    # as '[::1]junk', '1.2.3.4:' or '[1.2.3.4]' were believed as addresses.
+    bracketed = value.startswith("[")
+    if bracketed:
         end = value.find("]")
-        if end < 0:
+        if end < 0 or not _valid_port(value[end + 1:], optional=True):
             return None
         value = value[1:end]
     elif value.count(":") == 1:  # IPv4 with a port
-        value = value.split(":", 1)[0]
+        value, _, port = value.partition(":")
+        if not _valid_port(port, optional=False):
+            return None
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if bracketed and not isinstance(address, ipaddress.IPv6Address):
+        return None  # brackets are IPv6 syntax only (RFC 3986, RFC 7239)
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
         if address.scope_id:  # "fe80::1%eth0": the zone is the proxy's business, not ours
             return ipaddress.IPv6Address(value.split("%", 1)[0])
     return address
+
+
+_PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")
+
+
+def _valid_port(text: str, *, optional: bool) -> bool:
+    """``text`` is ``":" port`` after a bracket (or ``""`` if *optional*), or a bare port."""
+    if optional:
+        if not text:
+            return True
+        if not text.startswith(":"):
+            return False
+        text = text[1:]
+    return _PORT.fullmatch(text) is not None
 
 
 def _forwarded_for(value: str) -> list[str]:
@@ -234,14 +257,14 @@ def api_key(
     *,
     query: str | None = None,
     fallback: KeyFunc | None = None,
-    use_client_ip: bool = True,
 ) -> KeyFunc:
     """Key by API key, read from *header* (then the *query* parameter, if given).
 
     The secret is hashed (BLAKE2b-128) before it becomes part of a storage key, so raw
-    keys never reach Redis, logs or ``inspect`` output. A request without a key is
-    counted by *fallback* — by default the client IP of the socket peer; pass
-    ``use_client_ip=False`` to return ``None`` and fall through to the next key.
+    keys never reach Redis, logs or ``inspect`` output. A request without a key gets
+    *fallback*'s identity, or by default ``None``: the middleware then asks its next key
+    function — its own ``key=`` (where your proxy trust is configured), else the socket
+    peer's IP. So keyless clients are counted by IP, the right IP behind a proxy.
 
     Example::
 
@@ -252,8 +275,8 @@ def api_key(
     """
     if not header and not query:
         raise ConfigurationError("api_key(): give a header name, a query parameter, or both")
-    if fallback is None and use_client_ip:
-        fallback = client_ip()
+    if fallback is not None and not callable(fallback):
+        raise ConfigurationError(f"api_key(fallback={fallback!r}): must be a key function")
     return _APIKey(header.lower() if header else None, query, fallback)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -89,8 +90,16 @@ class RequestInfo:
     def from_scope(cls, scope: Mapping[str, Any]) -> RequestInfo:
         """Build from an ASGI ``http`` or ``websocket`` scope."""
         self = cls.__new__(cls)
-        self.method = scope.get("method", "GET")
+        # Upper-cased as Django's ASGIRequest does: a 'post' request reaches the POST
+        # view there, so it must not escape a methods=["POST"] rule here.
+        self.method = scope.get("method", "GET").upper()
         path: str = scope.get("path") or "/"
+        root: str = scope.get("root_path") or ""
+        if root and path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+            # ASGI puts root_path in front of path (uvicorn >= 0.26, httpx); the app routes
+            # what follows it, as Starlette's get_route_path does. A rule for /login must
+            # hold behind --root-path /api too.
+            path = path[len(root):] or "/"
         self.path = normalize_path(path)
         raw = scope.get("raw_path")
         self.raw_path = raw.decode("latin-1") if raw else path
@@ -108,10 +117,14 @@ class RequestInfo:
     def from_environ(cls, environ: Mapping[str, Any]) -> RequestInfo:
         """Build from a PEP 3333 WSGI environ."""
         self = cls.__new__(cls)
-        self.method = environ.get("REQUEST_METHOD", "GET")
+        # werkzeug and Django route REQUEST_METHOD.upper(): a lower-case 'post' reaches
+        # the POST view, so it must count against a methods=["POST"] rule too.
+        self.method = environ.get("REQUEST_METHOD", "GET").upper()
         # PEP 3333 carries the path as latin-1 decoded bytes; the app sees UTF-8.
         path: str = environ.get("PATH_INFO") or "/"
-        path = path.encode("latin-1").decode("utf-8", "surrogateescape")
+        # A server that already decoded to str (not PEP 3333, but seen) is kept as is.
+        with contextlib.suppress(UnicodeEncodeError):
+            path = path.encode("latin-1").decode("utf-8", "surrogateescape")
         self.path = normalize_path(path)
         self.raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
         self.client = environ.get("REMOTE_ADDR") or None

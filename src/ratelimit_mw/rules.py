@@ -33,7 +33,14 @@ def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ..
     """Parse ``"10/second;1000/hour"``, an item or a list of either; errors name *where*."""
     if spec is None:
         return ()
-    parts = [spec] if isinstance(spec, str | RateLimitItem) else list(spec)
+    if isinstance(spec, str | RateLimitItem):
+        parts: list[object] = [spec]
+    elif isinstance(spec, Iterable):
+        parts = list(spec)
+    else:
+        # Checked here: list(5) raised a bare TypeError instead of a configuration error.
+        raise ConfigurationError(f"{where}: limits must be a string like '10/minute' or a "
+                                 f"list of them, got {spec!r}")
     items: list[RateLimitItem] = []
     for part in parts:
         if isinstance(part, RateLimitItem):
@@ -55,6 +62,25 @@ def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ..
                                      "positive amount")
     # Re-home every item in our namespace: limits puts the namespace first in the key.
     return tuple(type(i)(i.amount, i.multiples, namespace=NAMESPACE) for i in items)
+
+
+def key_functions(key: KeyFunc | Sequence[KeyFunc] | None, where: str) -> tuple[KeyFunc, ...]:
+    """Check a ``key=`` option: ``None``, a key function or a sequence of them."""
+    # A string is iterable, so key="ip" used to fail on "'i' is not callable", and a
+    # non-iterable such as key=5 raised a bare TypeError from tuple().
+    if key is None:
+        return ()
+    if callable(key):
+        return (key,)
+    if isinstance(key, str | bytes) or not isinstance(key, Iterable):
+        raise ConfigurationError(f"{where}: key {key!r} is not callable; use "
+                                 "ratelimit_mw.keys or (RequestInfo) -> str | None")
+    functions = tuple(key)
+    for function in functions:
+        if not callable(function):
+            raise ConfigurationError(f"{where}: key {function!r} is not callable; use "
+                                     "ratelimit_mw.keys or (RequestInfo) -> str | None")
+    return functions
 
 
 def compile_template(template: str) -> tuple[str, re.Pattern[str] | None]:
@@ -171,7 +197,16 @@ class CompiledRule:
             if isinstance(rule.methods, str):
                 raise ConfigurationError(f"{where}: methods must be a list, e.g. "
                                          f"[{rule.methods!r}]")
-            methods = frozenset(m.upper() for m in rule.methods)
+            # Checked before .upper(): methods=[1] raised a bare AttributeError and
+            # methods=5 a bare TypeError. Listed once, so a generator is read once.
+            if not isinstance(rule.methods, Iterable):
+                raise ConfigurationError(f"{where}: methods must be a list, e.g. ['GET']")
+            given = list(rule.methods)
+            for method in given:
+                if not isinstance(method, str):
+                    raise ConfigurationError(f"{where}: methods must be strings such as "
+                                             f"'GET', got {method!r}")
+            methods = frozenset(m.upper() for m in given)
             unknown = methods - _METHODS
             if unknown:
                 raise ConfigurationError(f"{where}: unknown HTTP method(s) {sorted(unknown)}")
@@ -183,17 +218,7 @@ class CompiledRule:
         limits = parse_limits(rule.limits, where)
         if rule.exempt and limits:
             raise ConfigurationError(f"{where}: an exempt rule takes no limits")
-        keys: tuple[KeyFunc, ...]
-        if rule.key is None:
-            keys = ()
-        elif callable(rule.key):
-            keys = (rule.key,)
-        else:
-            keys = tuple(rule.key)
-        for key in keys:
-            if not callable(key):
-                raise ConfigurationError(f"{where}: key {key!r} is not callable; use "
-                                         "ratelimit_mw.keys or (RequestInfo) -> str | None")
+        keys = key_functions(rule.key, where)
         cost = rule.cost
         if not callable(cost) and (
             isinstance(cost, bool) or not isinstance(cost, int) or cost < 1

@@ -231,3 +231,51 @@ async def test_raw_path_variants_match_the_rule(path: str) -> None:
     rec = Recorder()
     await mw(http_scope(path, method="POST"), rec.receive, rec.send)
     assert rec.header(b"ratelimit-policy") == [b'"/login";q=5;w=60']
+
+
+async def test_websocket_refused_on_storage_error_says_try_again() -> None:
+    from tests.integration.test_limiter import closed_port_url
+
+    mw = middleware(echo_ws, storage=closed_port_url(), on_storage_error="deny")
+    rec = Recorder([{"type": "websocket.connect"}])
+    await mw(ws_scope(), rec.receive, rec.send)
+    assert rec.sent == [{"type": "websocket.close", "code": 1013,
+                         "reason": "rate limit storage unavailable"}]
+
+
+async def lifespan_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await streaming_app(scope, receive, send)
+        return
+    for _ in range(2):
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def named_connections(redis_client: Any, name: str) -> int:
+    return sum(1 for c in redis_client.client_list() if c.get("name") == name)
+
+
+@pytest.mark.parametrize("owned", [True, False])
+async def test_lifespan_shutdown_closes_only_our_own_limiter(
+    redis_url: str, redis_client: Any, owned: bool
+) -> None:
+    from ratelimit_mw import AsyncRateLimiter
+
+    name = f"rlmw-lifespan-{owned}"
+    url = f"{redis_url}?client_name={name}"
+    options: dict[str, Any] = {"storage": url} if owned else {
+        "storage": None, "limiter": AsyncRateLimiter(url)}
+    mw = RateLimitMiddleware(lifespan_app, default_limits="10/minute", **options)
+    await mw(http_scope(), Recorder().receive, Recorder().send)  # opens a connection
+    assert named_connections(redis_client, name) == 1
+    rec = Recorder([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    await mw({"type": "lifespan", "asgi": {"version": "3.0"}}, rec.receive, rec.send)
+    assert [m["type"] for m in rec.sent] == ["lifespan.startup.complete",
+                                             "lifespan.shutdown.complete"]
+    assert named_connections(redis_client, name) == (0 if owned else 1)
+    await mw.limiter.aclose()
