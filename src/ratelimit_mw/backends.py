@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Generator
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import limits.aio.storage
@@ -22,9 +22,12 @@ import limits.strategies
 from limits import RateLimitItem, parse
 from limits.util import WindowStats
 
-from .core import Decision, Plan, PlanItem, Quota, storage_key
+from . import _lua
+from .core import Decision, Plan, PlanItem, Quota, limit_key, storage_key
 from .errors import ConfigurationError, StorageError
+from .memory import MemoryStore
 from .rules import NAMESPACE
+from .windows import DECODERS
 
 __all__ = ["AsyncRateLimiter", "RateLimiter", "RedisOptions", "Strategy", "mask_url"]
 
@@ -176,6 +179,62 @@ def _check_flow(plan: Plan) -> Generator[Op, Any, Decision]:
     return Decision(not refused and all(q.allowed for q in quotas), plan, tuple(quotas))
 
 
+class ScriptPath:
+    """The one-round-trip check on a Redis storage of ``limits``.
+
+    The strategy's Lua script is registered on the storage's own client (so it shares
+    its pool, and redis-py reloads it after a ``NOSCRIPT``), and it is given the keys in
+    ``limits``' layout for that strategy.
+    """
+
+    __slots__ = ("_decode", "_prefix", "_script", "_sliding")
+
+    _SOURCES: ClassVar[dict[str, str]] = {
+        "fixed-window": _lua.FIXED_WINDOW, "moving-window": _lua.MOVING_WINDOW,
+        "sliding-window-counter": _lua.SLIDING_WINDOW}
+
+    def __init__(self, client: Any, prefix: str, strategy: str) -> None:
+        self._script = client.register_script(self._SOURCES[strategy])
+        self._prefix = prefix
+        self._decode = DECODERS[strategy]
+        self._sliding = strategy == "sliding-window-counter"
+
+    @classmethod
+    def for_storage(cls, storage: Any, strategy: str) -> ScriptPath | None:
+        """The script path for *storage*, or ``None`` where it has no redis-py client."""
+        try:
+            from limits.aio.storage.redis.redispy import RedispyBridge
+        except ImportError:  # pragma: no cover - limits without the redis bridge
+            RedispyBridge = ()  # type: ignore[assignment,misc]  # noqa: N806
+        if isinstance(storage, limits.storage.RedisStorage):
+            if storage.target_server != "redis":
+                return None
+            return cls(storage.get_connection(), storage.key_prefix, strategy)
+        if isinstance(storage, limits.aio.storage.RedisStorage) and isinstance(
+            storage.bridge, RedispyBridge
+        ):
+            return cls(storage.bridge.get_connection(), storage.bridge.key_prefix, strategy)
+        return None
+
+    def flow(self, plan: Plan) -> Generator[Op, Any, Decision]:
+        """One script call for the whole plan; the quotas decoded from its reply."""
+        keys: list[str] = []
+        args: list[int] = [len(plan.items)]
+        prefix = self._prefix
+        for item in plan.items:
+            key = limit_key(item.limit, item.key)
+            if self._sliding:
+                current = f"{prefix}:{{{key}}}"
+                keys += (f"{current}/-1", current)
+            else:
+                keys.append(f"{prefix}:{key}")
+            args += (item.limit.amount, item.limit.get_expiry(), item.cost)
+        script = self._script
+        values = yield lambda _strategy: script(keys=keys, args=args)
+        quotas = self._decode(plan, [int(v) for v in values], time.time())
+        return Decision(all(q.allowed for q in quotas), plan, quotas)
+
+
 def _hit(item: PlanItem) -> Op:
     return lambda strategy: strategy.hit(item.limit, item.key, cost=item.cost)
 
@@ -201,23 +260,43 @@ class _Limiter:
                 f"strategy={strategy!r}: use one of {', '.join(self._strategies)}"
             )
         self.redis_options = redis_options or RedisOptions()
+        self.strategy_name: Strategy = strategy
+        self._errors = _storage_errors()
+        self._items: dict[str, RateLimitItem] = {}
+        self._decode = DECODERS[strategy]
+        #: The in-process store for ``memory://``; ``None`` for every other storage.
+        self.memory: MemoryStore | None = None
+        self._scripts: ScriptPath | None = None
+        self.strategy: Any = None
+        self.storage: Any
         if isinstance(storage, str) or storage is None:
             self.url = resolve_storage_url(storage)
+            if self.url.startswith("memory://"):
+                self.memory = self.storage = MemoryStore(strategy)
+                return
             # One key prefix per strategy: the strategies keep different Redis types under
             # the same limits key, so switching strategy must not meet the old keys.
             self.storage = self._make_storage(self.url, f"{KEY_PREFIX}:{strategy}")
         else:
             self.url = getattr(storage, "uri", None) or type(storage).__name__
             self.storage = self._adopt_storage(storage)
-        self.strategy_name: Strategy = strategy
         try:
             self.strategy = self._strategies[strategy](self.storage)
         except NotImplementedError:
             raise ConfigurationError(
                 f"strategy={strategy!r} is not supported by {type(self.storage).__name__}"
             ) from None
-        self._errors = _storage_errors()
-        self._items: dict[str, RateLimitItem] = {}
+        # Redis storages check a whole plan in one script call; others (memcached,
+        # MongoDB, ...) go through limits' strategies, one call per operation.
+        self._scripts = ScriptPath.for_storage(self.storage, strategy)
+
+    def _flow(self, plan: Plan) -> Generator[Op, Any, Decision]:
+        return self._scripts.flow(plan) if self._scripts else _check_flow(plan)
+
+    def _in_memory(self, memory: MemoryStore, plan: Plan, consume: bool = True) -> Decision:
+        # No I/O: the sync and the async limiter both call this directly.
+        quotas = self._decode(plan, memory.check(plan, consume=consume), time.time())
+        return Decision(all(q.allowed for q in quotas), plan, quotas)
 
     def _make_storage(self, url: str, key_prefix: str) -> Any:
         raise NotImplementedError
@@ -288,8 +367,6 @@ class RateLimiter(_Limiter):
             )
             return limits.storage.RedisStorage(url, connection_pool=pool, key_prefix=key_prefix,
                                                wrap_exceptions=True)
-        if scheme == "memory":
-            return limits.storage.MemoryStorage(wrap_exceptions=True)
         return limits.storage.storage_from_string(url, key_prefix=key_prefix,
                                                   wrap_exceptions=True)
 
@@ -313,7 +390,9 @@ class RateLimiter(_Limiter):
 
     def check(self, plan: Plan) -> Decision:
         """Hit every limit of *plan* and return the decision with every quota."""
-        return self._run(_check_flow(plan))
+        if self.memory is not None:
+            return self._in_memory(self.memory, plan)
+        return self._run(self._flow(plan))
 
     def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1) -> Quota:
         """Consume *cost* from *limit* for *identifiers*; the quota after the hit."""
@@ -322,6 +401,8 @@ class RateLimiter(_Limiter):
     def peek(self, limit: str | RateLimitItem, *identifiers: str) -> Quota:
         """The quota of *limit* for *identifiers*, without consuming it."""
         plan = self._plan(limit, identifiers, 1)
+        if self.memory is not None:
+            return self._in_memory(self.memory, plan, consume=False).quotas[0]
         try:
             stats = self.strategy.get_window_stats(plan.items[0].limit, plan.items[0].key)
         except self._errors as exc:
@@ -331,6 +412,9 @@ class RateLimiter(_Limiter):
     def reset(self, limit: str | RateLimitItem, *identifiers: str) -> None:
         """Clear the counter of *limit* for *identifiers*."""
         plan = self._plan(limit, identifiers, 1)
+        if self.memory is not None:
+            self.memory.clear(limit_key(plan.items[0].limit, plan.items[0].key))
+            return
         try:
             self.strategy.clear(plan.items[0].limit, plan.items[0].key)
         except self._errors as exc:
@@ -338,6 +422,8 @@ class RateLimiter(_Limiter):
 
     def ping(self) -> bool:
         """``True`` when the storage answers."""
+        if self.memory is not None:
+            return True
         return bool(self.storage.check())
 
     def close(self) -> None:
@@ -379,8 +465,6 @@ class AsyncRateLimiter(_Limiter):
                 "async+" + url, implementation="redispy", connection_pool=pool,
                 key_prefix=key_prefix, wrap_exceptions=True,
             )
-        if scheme == "memory":
-            return limits.aio.storage.MemoryStorage(wrap_exceptions=True)
         return limits.storage.storage_from_string(
             "async+" + url, implementation="redispy", key_prefix=key_prefix,
             wrap_exceptions=True,
@@ -406,7 +490,9 @@ class AsyncRateLimiter(_Limiter):
 
     async def acheck(self, plan: Plan) -> Decision:
         """Hit every limit of *plan* and return the decision with every quota."""
-        return await self._run(_check_flow(plan))
+        if self.memory is not None:
+            return self._in_memory(self.memory, plan)
+        return await self._run(self._flow(plan))
 
     async def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1) -> Quota:
         """Consume *cost* from *limit* for *identifiers*; the quota after the hit."""
@@ -415,6 +501,8 @@ class AsyncRateLimiter(_Limiter):
     async def peek(self, limit: str | RateLimitItem, *identifiers: str) -> Quota:
         """The quota of *limit* for *identifiers*, without consuming it."""
         plan = self._plan(limit, identifiers, 1)
+        if self.memory is not None:
+            return self._in_memory(self.memory, plan, consume=False).quotas[0]
         try:
             stats = await self.strategy.get_window_stats(plan.items[0].limit,
                                                          plan.items[0].key)
@@ -425,6 +513,9 @@ class AsyncRateLimiter(_Limiter):
     async def reset(self, limit: str | RateLimitItem, *identifiers: str) -> None:
         """Clear the counter of *limit* for *identifiers*."""
         plan = self._plan(limit, identifiers, 1)
+        if self.memory is not None:
+            self.memory.clear(limit_key(plan.items[0].limit, plan.items[0].key))
+            return
         try:
             await self.strategy.clear(plan.items[0].limit, plan.items[0].key)
         except self._errors as exc:
@@ -432,6 +523,8 @@ class AsyncRateLimiter(_Limiter):
 
     async def ping(self) -> bool:
         """``True`` when the storage answers."""
+        if self.memory is not None:
+            return True
         return bool(await self.storage.check())
 
     async def aclose(self) -> None:

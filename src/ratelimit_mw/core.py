@@ -18,7 +18,7 @@ from .keys import KeyFunc, client_ip
 from .request import RequestInfo
 from .rules import CompiledRule, LimitsSpec, Rule, RuleTable, key_functions, parse_limits
 
-__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "storage_key"]
+__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "limit_key", "storage_key"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@!$&'()*+,;=~-]")
 _MAX_PART = 200
@@ -128,6 +128,28 @@ class _Entry(NamedTuple):
     policies: tuple[str, ...]
     keys: tuple[KeyFunc, ...]
     name: str
+    key_prefix: str  # storage_key(name, ...) up to the identity, escaped once
+
+
+def _entry(rule: CompiledRule | None, limits: tuple[RateLimitItem, ...], name: str,
+           keys: tuple[KeyFunc, ...]) -> _Entry:
+    return _Entry(rule, limits, _policy_names(name, limits), keys, name,
+                  "{" + _escape(name) + "/")
+
+
+_SUFFIXES: dict[RateLimitItem, str] = {}
+
+
+def limit_key(limit: RateLimitItem, key: str) -> str:
+    """``limit.key_for(key)`` — limits' key for one identifier — with the limit's part
+    computed once per limit instead of on every request."""
+    suffix = _SUFFIXES.get(limit)
+    if suffix is None:
+        if len(_SUFFIXES) > 4096:  # limits come from configuration; bound it anyway
+            _SUFFIXES.clear()
+        suffix = _SUFFIXES[limit] = (
+            f"/{limit.amount}/{limit.multiples}/{limit.GRANULARITY.name}")
+    return f"{limit.namespace}/{key}{suffix}"
 
 
 _DEFAULT_NAME = "default"
@@ -185,12 +207,9 @@ class Policy:
                     f"Rule({compiled.template!r}) has no limits and there are no "
                     "default_limits; give the rule limits or set default_limits"
                 )
-            self._entries[id(compiled)] = _Entry(
-                compiled, limits, _policy_names(compiled.name, limits),
-                (*compiled.keys, *self._key), compiled.name,
-            )
-        self._default = _Entry(None, default, _policy_names(_DEFAULT_NAME, default),
-                               self._key, _DEFAULT_NAME) if default else None
+            self._entries[id(compiled)] = _entry(compiled, limits, compiled.name,
+                                                 (*compiled.keys, *self._key))
+        self._default = _entry(None, default, _DEFAULT_NAME, self._key) if default else None
 
     def plan(self, request: RequestInfo) -> Plan | None:
         """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
@@ -216,7 +235,10 @@ class Policy:
                 cost = _checked_cost(cost_spec(request), entry.name)
             else:
                 cost = cost_spec
-        key = storage_key(entry.name, identity)
+        key = entry.key_prefix + _escape(identity) + "}"  # == storage_key(name, identity)
+        if len(entry.limits) == 1:
+            return Plan(entry.name, identity,
+                        (PlanItem(entry.limits[0], key, cost, entry.policies[0]),))
         return Plan(entry.name, identity, tuple(
             PlanItem(limit, key, cost, policy)
             for limit, policy in zip(entry.limits, entry.policies, strict=True)

@@ -71,7 +71,10 @@ async def test_sixth_login_is_429_with_retry_after(storage_url: str, strategy: s
         responses = [await c.post("/login") for _ in range(6)]
     assert [r.status_code for r in responses] == [200] * 5 + [429]
     last = responses[-1]
-    assert 1 <= int(last.headers["retry-after"]) <= 60
+    # A sliding-window counter can need more than one window: the previous window's
+    # count still weighs on the next one (here 5 hits at once: 60 s, then 1 ms).
+    longest = 120 if strategy == "sliding-window-counter" else 60
+    assert 1 <= int(last.headers["retry-after"]) <= longest
     assert last.headers["content-type"] == "application/problem+json"
     assert last.json()["violated-policies"] == ["/login"]
     assert "retry-after" not in responses[0].headers  # 429 only

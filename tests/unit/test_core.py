@@ -401,3 +401,21 @@ def test_violated_after_a_storage_error_is_empty() -> None:
     # The storage failed: no quotas, nothing known to be violated (and no exception).
     decision = _decision([False, False], storage_error=True)
     assert decision.violated == ()
+
+
+@pytest.mark.parametrize("spec", ["5/minute", "10 per 2 hours", "1/second", "7/day"])
+@pytest.mark.parametrize("key", ["{a/b}", "{%2Flogin/ip:1.2.3.4}", "plain"])
+def test_limit_key_is_limits_key_for(spec: str, key: str) -> None:
+    from ratelimit_mw.core import limit_key
+    from ratelimit_mw.rules import parse_limits
+
+    for item in parse_limits(spec, "test"):
+        assert limit_key(item, key) == item.key_for(key)
+        assert limit_key(item, key) == item.key_for(key)  # cached the second time
+
+
+def test_plan_key_equals_storage_key() -> None:
+    policy = Policy(default_limits="1/minute", rules=[Rule("/items/{id}", "5/minute")])
+    plan = policy.plan(RequestInfo("GET", "/items/9", client="203.0.113.7"))
+    assert plan is not None
+    assert plan.items[0].key == storage_key("/items/{id}", "ip:203.0.113.7")

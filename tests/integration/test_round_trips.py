@@ -1,0 +1,119 @@
+"""One Redis round trip per request, counted on a private server with MONITOR.
+
+MONITOR prints every command a client sends (``[db 127.0.0.1:port]``) and, tagged
+``[db lua]``, the commands a script runs. A round trip is a client command.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ratelimit_mw import AsyncRateLimiter, RateLimiter, Rule
+from ratelimit_mw.core import Policy
+from ratelimit_mw.request import RequestInfo
+from tests.redis_server import PrivateRedis
+
+LIMITS = {1: "100/minute", 3: "100/second;1000/minute;10000/hour"}
+
+
+class Monitor:
+    def __init__(self, port: int, path: Path) -> None:
+        self.path = path
+        self._file = path.open("w")
+        self.process = subprocess.Popen(["redis-cli", "-p", str(port), "monitor"],
+                                        stdout=self._file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 5
+        while "OK" not in path.read_text():
+            assert time.monotonic() < deadline, "MONITOR did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> list[str]:
+        time.sleep(0.2)  # let the last lines arrive
+        self.process.terminate()
+        self.process.wait(5)
+        self._file.close()
+        return [line for line in self.path.read_text().splitlines() if line != "OK"]
+
+
+@pytest.fixture
+def server() -> Iterator[PrivateRedis]:
+    redis = PrivateRedis()
+    yield redis
+    redis.stop()
+
+
+def client_commands(lines: list[str]) -> list[str]:
+    """The commands clients sent (not those run inside scripts), upper-cased names."""
+    out = []
+    for line in lines:
+        where, _, rest = line.partition("] ")
+        if " lua" in where:
+            continue
+        out.append(rest.split(" ", 1)[0].strip('"').upper())
+    return out
+
+
+def plan_for(limits: str) -> Any:
+    policy = Policy(default_limits=limits, rules=[Rule("/x", limits)])
+    return policy.plan(RequestInfo("GET", "/x", client="203.0.113.7"))
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_sync_one_round_trip(server: PrivateRedis, strategy: str, count: int,
+                             tmp_path: Path) -> None:
+    limiter = RateLimiter(server.url, strategy=strategy)  # type: ignore[arg-type]
+    plan = plan_for(LIMITS[count])
+    limiter.check(plan)  # warm up: connect, load the script
+    monitor = Monitor(server.port, tmp_path / "monitor.txt")
+    decisions = [limiter.check(plan) for _ in range(10)]
+    commands = client_commands(monitor.stop())
+    assert commands == ["EVALSHA"] * 10
+    assert all(len(d.quotas) == count for d in decisions)
+    assert [d.quotas[0].remaining for d in decisions] == list(range(98, 88, -1))
+    limiter.close()
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_async_one_round_trip(server: PrivateRedis, strategy: str, count: int,
+                                    tmp_path: Path) -> None:
+    limiter = AsyncRateLimiter(server.url, strategy=strategy)  # type: ignore[arg-type]
+    plan = plan_for(LIMITS[count])
+    await limiter.acheck(plan)
+    monitor = Monitor(server.port, tmp_path / "monitor.txt")
+    for _ in range(10):
+        decision = await limiter.acheck(plan)
+    commands = client_commands(monitor.stop())
+    assert commands == ["EVALSHA"] * 10
+    assert [q.remaining for q in decision.quotas] == [
+        item.limit.amount - 11 for item in plan.items]
+    await limiter.aclose()
+
+
+def test_noscript_after_restart_is_reloaded(server: PrivateRedis, strategy: str) -> None:
+    import redis
+
+    limiter = RateLimiter(server.url, strategy=strategy)  # type: ignore[arg-type]
+    plan = plan_for(LIMITS[1])
+    limiter.check(plan)
+    redis.Redis(port=server.port).script_flush()  # what a restart does to the cache
+    decision = limiter.check(plan)  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA, no error
+    assert decision.allowed
+    assert decision.quotas[0].remaining == 98
+    limiter.close()
+
+
+async def test_async_noscript_after_restart_is_reloaded(server: PrivateRedis) -> None:
+    import redis
+
+    limiter = AsyncRateLimiter(server.url)
+    plan = plan_for(LIMITS[1])
+    await limiter.acheck(plan)
+    redis.Redis(port=server.port).script_flush()
+    assert (await limiter.acheck(plan)).quotas[0].remaining == 98
+    await limiter.aclose()
