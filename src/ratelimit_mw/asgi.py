@@ -89,10 +89,12 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
         if plan is None:
             await self.app(scope, receive, send)
             return
-        try:
-            decision = await self.limiter.acheck(plan)
-        except StorageError as error:
-            decision = self._storage_failed(plan, error)
+        decision = self.limiter.check_nowait(plan)
+        if decision is None:
+            try:
+                decision = await self.limiter.acheck(plan)
+            except StorageError as error:
+                decision = self._storage_failed(plan, error)
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}

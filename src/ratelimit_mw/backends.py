@@ -296,6 +296,8 @@ class _Limiter:
     def _in_memory(self, memory: MemoryStore, plan: Plan, consume: bool = True) -> Decision:
         # No I/O: the sync and the async limiter both call this directly.
         quotas = self._decode(plan, memory.check(plan, consume=consume), time.time())
+        if len(quotas) == 1:
+            return Decision(quotas[0].allowed, plan, quotas)
         return Decision(all(q.allowed for q in quotas), plan, quotas)
 
     def _make_storage(self, url: str, key_prefix: str) -> Any:
@@ -487,6 +489,15 @@ class AsyncRateLimiter(_Limiter):
             return done.value  # type: ignore[no-any-return]
         except self._errors as exc:
             raise self._wrap(exc) from exc
+
+    def check_nowait(self, plan: Plan) -> Decision | None:
+        """The decision for *plan* when it needs no I/O (``memory://``), else ``None``.
+
+        Saves the ASGI middleware a coroutine per request on memory storage.
+        """
+        if self.memory is not None:
+            return self._in_memory(self.memory, plan)
+        return None
 
     async def acheck(self, plan: Plan) -> Decision:
         """Hit every limit of *plan* and return the decision with every quota."""

@@ -153,6 +153,7 @@ def limit_key(limit: RateLimitItem, key: str) -> str:
 
 
 _DEFAULT_NAME = "default"
+_PLAN_CACHE = 65536
 
 
 def _checked_cost(cost: object, rule: str) -> int:
@@ -180,7 +181,7 @@ class Policy:
     their path: counting per path would let a client escape by varying it.
     """
 
-    __slots__ = ("_default", "_entries", "_key", "table")
+    __slots__ = ("_default", "_entries", "_key", "_plans", "table")
 
     def __init__(
         self,
@@ -210,6 +211,7 @@ class Policy:
             self._entries[id(compiled)] = _entry(compiled, limits, compiled.name,
                                                  (*compiled.keys, *self._key))
         self._default = _entry(None, default, _DEFAULT_NAME, self._key) if default else None
+        self._plans: dict[tuple[str, str, int], Plan] = {}
 
     def plan(self, request: RequestInfo) -> Plan | None:
         """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
@@ -235,11 +237,17 @@ class Policy:
                 cost = _checked_cost(cost_spec(request), entry.name)
             else:
                 cost = cost_spec
-        key = entry.key_prefix + _escape(identity) + "}"  # == storage_key(name, identity)
-        if len(entry.limits) == 1:
-            return Plan(entry.name, identity,
-                        (PlanItem(entry.limits[0], key, cost, entry.policies[0]),))
-        return Plan(entry.name, identity, tuple(
-            PlanItem(limit, key, cost, policy)
-            for limit, policy in zip(entry.limits, entry.policies, strict=True)
-        ))
+        # Plans are immutable and the same client asks again and again: reuse them. The
+        # cache is bounded (cleared when full), so a flood of identities only costs
+        # the building we would have done anyway.
+        cache_key = (entry.key_prefix, identity, cost)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.clear()
+            key = entry.key_prefix + _escape(identity) + "}"  # storage_key(name, identity)
+            plan = self._plans[cache_key] = Plan(entry.name, identity, tuple(
+                PlanItem(limit, key, cost, policy)
+                for limit, policy in zip(entry.limits, entry.policies, strict=True)
+            ))
+        return plan

@@ -64,8 +64,8 @@ class HeaderRenderer:
 
     def render_asgi(self, decision: Decision) -> list[tuple[bytes, bytes]]:
         """:meth:`render` as ASGI wants it: lower-case names, latin-1 bytes."""
-        return [(_ASGI_NAMES[name], value.encode("latin-1"))
-                for name, value in self.render(decision)]
+        names = _ASGI_NAMES
+        return [(names[name], value.encode()) for name, value in self.render(decision)]
 
     def render(self, decision: Decision, now: float | None = None) -> list[tuple[str, str]]:
         """Header fields for *decision*, as ``(name, value)`` strings."""
@@ -77,22 +77,36 @@ class HeaderRenderer:
             return out
         if now is None:
             now = time.time()
+        remaining = [max(0, q.remaining) for q in quotas]  # r is non-negative in the draft
         if self._draft:
+            items = decision.plan.items
             policies = []
             current = []
-            for item, quota in zip(decision.plan.items, quotas, strict=True):
+            for index, quota in enumerate(quotas):
+                item = items[index]
                 name, policy = self._policy(item.policy, item.limit.amount,
                                             item.limit.get_expiry())
                 policies.append(policy)
-                delay = max(0, math.ceil(quota.reset_at - now))
-                # r is a non-negative integer in the draft; clamp what a limiter reports.
-                current.append(f"{name};r={max(0, quota.remaining)};t={delay}")
-            out.append(("RateLimit-Policy", ", ".join(policies)))
-            out.append(("RateLimit", ", ".join(current)))
+                delay = math.ceil(quota.reset_at - now)
+                current.append(f"{name};r={remaining[index]};t={delay if delay > 0 else 0}")
+            if len(quotas) == 1:
+                out.append(("RateLimit-Policy", policies[0]))
+                out.append(("RateLimit", current[0]))
+            else:
+                out.append(("RateLimit-Policy", ", ".join(policies)))
+                out.append(("RateLimit", ", ".join(current)))
         if self._legacy:
-            tightest = min(quotas, key=lambda q: (q.allowed, q.remaining, -q.reset_at))
+            # The most restrictive limit: refused first, then the least remaining, then
+            # the latest reset.
+            tight = 0
+            for index in range(1, len(quotas)):
+                a, b = quotas[index], quotas[tight]
+                if (a.allowed, remaining[index], -a.reset_at) < (
+                        b.allowed, remaining[tight], -b.reset_at):
+                    tight = index
+            tightest = quotas[tight]
             out.append(("X-RateLimit-Limit", str(tightest.limit.amount)))
-            out.append(("X-RateLimit-Remaining", str(max(0, tightest.remaining))))
+            out.append(("X-RateLimit-Remaining", str(remaining[tight])))
             out.append(("X-RateLimit-Reset", str(math.ceil(tightest.reset_at))))
         if not decision.allowed:
             # Never earlier than the end of a refused limit's window: retry_after alone

@@ -102,6 +102,23 @@ class MemoryStore:
 
     def _fixed(self, plan: Plan, now: int, consume: bool) -> list[int]:
         data = self._data
+        if len(plan.items) == 1:  # the common case, without the all-or-nothing pass
+            item = plan.items[0]
+            key = limit_key(item.limit, item.key)
+            entry = data.get(key)
+            if entry is not None and entry[1] <= now:
+                entry = None
+            count = entry[0] if entry else 0
+            allowed = count + item.cost <= item.limit.amount
+            if allowed and consume:
+                if entry is None:
+                    window = item.limit.get_expiry() * 1000
+                    entry = data[key] = [0, now + window]
+                    self._file(key, now + window)
+                entry[0] += item.cost
+                count = entry[0]
+            ttl = entry[1] - now if entry else item.limit.get_expiry() * 1000
+            return [int(allowed), count, ttl]
         entries = []
         ok = True
         for item in plan.items:

@@ -57,8 +57,8 @@ class RequestInfo:
     is not. Trust a header only through configuration (see :func:`ratelimit_mw.keys.client_ip`).
     """
 
-    __slots__ = ("_headers", "_host", "_raw_headers", "client", "method", "path", "query",
-                 "raw_path", "scheme")
+    __slots__ = ("_headers", "_host", "_query", "_raw_headers", "_raw_path", "client",
+                 "method", "path", "scheme")
 
     def __init__(
         self,
@@ -76,10 +76,10 @@ class RequestInfo:
         #: The normalised path rules are matched against.
         self.path = normalize_path(path)
         #: The path as received, before normalisation.
-        self.raw_path = path if raw_path is None else raw_path
+        self._raw_path: str | bytes = path if raw_path is None else raw_path
         self.client = client
         self.scheme = scheme
-        self.query = query
+        self._query: str | bytes = query
         self._raw_headers: Any = None
         self._headers: dict[str, str] | None = (
             None if headers is None else {k.lower(): v for k, v in headers.items()}
@@ -101,13 +101,12 @@ class RequestInfo:
             # hold behind --root-path /api too.
             path = path[len(root):] or "/"
         self.path = normalize_path(path)
-        raw = scope.get("raw_path")
-        self.raw_path = raw.decode("latin-1") if raw else path
+        # Decoded only if asked for: most requests never need them.
+        self._raw_path = scope.get("raw_path") or path
         client = scope.get("client")
         self.client = client[0] if client else None
         self.scheme = scope.get("scheme", "http")
-        query: bytes = scope.get("query_string", b"")
-        self.query = query.decode("latin-1")
+        self._query = scope.get("query_string", b"")
         self._raw_headers = scope.get("headers", ())
         self._headers = None
         self._host = None
@@ -126,14 +125,26 @@ class RequestInfo:
         with contextlib.suppress(UnicodeEncodeError):
             path = path.encode("latin-1").decode("utf-8", "surrogateescape")
         self.path = normalize_path(path)
-        self.raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
+        self._raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
         self.client = environ.get("REMOTE_ADDR") or None
         self.scheme = environ.get("wsgi.url_scheme", "http")
-        self.query = environ.get("QUERY_STRING", "")
+        self._query = environ.get("QUERY_STRING", "")
         self._raw_headers = environ
         self._headers = None
         self._host = None
         return self
+
+    @property
+    def raw_path(self) -> str:
+        """The path as received, before normalisation (latin-1 decoded bytes for ASGI)."""
+        raw = self._raw_path
+        return raw.decode("latin-1") if isinstance(raw, bytes) else raw
+
+    @property
+    def query(self) -> str:
+        """The query string as received, undecoded (``""`` when there is none)."""
+        query = self._query
+        return query.decode("latin-1") if isinstance(query, bytes) else query
 
     @property
     def headers(self) -> Mapping[str, str]:

@@ -25,6 +25,12 @@ Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
 
 def fixed_window(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
     """``allowed, count, ttl_ms`` per limit."""
+    if len(values) == 3:
+        allowed, count, ttl_ms = values
+        limit = plan.items[0].limit
+        wait = ttl_ms / 1000
+        return (Quota(bool(allowed), limit, max(0, limit.amount - count), now + wait,
+                      0.0 if allowed else wait),)
     quotas = []
     for index, item in enumerate(plan.items):
         allowed, count, ttl_ms = values[3 * index:3 * index + 3]

@@ -357,3 +357,13 @@ def test_from_scope_strips_root_path(root: str, path: str, expected: str) -> Non
 def test_from_environ_tolerates_non_latin1_path_info() -> None:
     info = RequestInfo.from_environ({"REQUEST_METHOD": "GET", "PATH_INFO": "/€/login/"})
     assert info.path == "/€/login"
+
+
+def test_raw_path_and_query_decode_lazily() -> None:
+    info = RequestInfo.from_scope({"type": "http", "path": "/a b", "raw_path": b"/a%20b",
+                                   "query_string": b"x=1&y=%C3%A9"})
+    assert info.raw_path == "/a%20b"
+    assert info.query == "x=1&y=%C3%A9"
+    environ = RequestInfo.from_environ({"PATH_INFO": "/a", "QUERY_STRING": "q=1",
+                                        "RAW_URI": "/a?q=1"})
+    assert (environ.raw_path, environ.query) == ("/a?q=1", "q=1")
