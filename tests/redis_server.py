@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -37,11 +38,17 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH: install Redis 7 to run the tests")
+        self.binary = binary
+        self.args = args
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="rlmw-redis-")
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start the server on its port and wait until it answers."""
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, *args],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -55,7 +62,22 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def kill(self) -> None:
+        """Stop the server the hard way (SIGKILL), keeping its port for :meth:`start`."""
+        self.resume()
+        self.process.kill()
+        self.process.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.resume()
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from . import keys
 from .asgi import RateLimitMiddleware
 from .backends import AsyncRateLimiter, RateLimiter, RedisOptions
+from .breaker import CircuitBreaker
 from .core import Decision, Plan, PlanItem, Policy, Quota
-from .errors import ConfigurationError, RateLimitMWError, StorageError
+from .errors import ConfigurationError, RateLimitMWError, StorageError, StorageUnavailableError
 from .request import RequestInfo
 from .rules import Rule
 from .wsgi import WSGIRateLimitMiddleware
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncRateLimiter",
+    "CircuitBreaker",
     "ConfigurationError",
     "Decision",
     "Plan",
@@ -36,6 +38,7 @@ __all__ = [
     "RequestInfo",
     "Rule",
     "StorageError",
+    "StorageUnavailableError",
     "WSGIRateLimitMiddleware",
     "keys",
 ]

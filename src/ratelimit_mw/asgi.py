@@ -8,6 +8,7 @@ from typing import Any, Literal
 from ._base import MiddlewareBase, OnStorageError
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .backends import AsyncRateLimiter, RedisOptions, Strategy
+from .breaker import EventHook
 from .core import Decision
 from .errors import ConfigurationError, StorageError
 from .headers import PROBLEM_JSON, problem_body, unavailable_body
@@ -60,14 +61,16 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
         rules: Iterable[Rule] = (),
         strategy: Strategy = "fixed-window",
         headers: str = "both",
-        on_storage_error: OnStorageError = "allow",
+        on_storage_error: OnStorageError = "memory",
         redis_options: RedisOptions | None = None,
+        on_storage_event: EventHook | None = None,
         limited_app: ASGIApp | None = None,
         websockets: Literal["limit", "pass"] = "limit",
     ) -> None:
         super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
                          key=key, rules=rules, strategy=strategy, headers=headers,
-                         on_storage_error=on_storage_error, redis_options=redis_options)
+                         on_storage_error=on_storage_error, redis_options=redis_options,
+                         on_storage_event=on_storage_event)
         if websockets not in _WEBSOCKETS:
             raise ConfigurationError(f"websockets={websockets!r}: use 'limit' or 'pass'")
         if limited_app is not None and not callable(limited_app):
@@ -104,7 +107,7 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
             await self._websocket(scope, receive, send, decision, headers)
         elif decision.allowed:
             await self.app(scope, receive, _HeaderSend(send, headers) if headers else send)
-        elif decision.storage_error:
+        elif decision.storage_error and not decision.quotas:  # on_storage_error="deny"
             await _send_problem(send, 503, unavailable_body(), [(b"retry-after", b"1")])
         else:
             await self.limited_app(scope, receive, _HeaderSend(send, headers))
@@ -119,13 +122,13 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
         if message["type"] != "websocket.connect":
             return
         if "websocket.http.response" in scope.get("extensions", {}):
-            status, body = (503, unavailable_body()) if decision.storage_error else (
+            status, body = (503, unavailable_body()) if not decision.quotas else (
                 429, problem_body(decision))
             await send({"type": "websocket.http.response.start", "status": status,
                         "headers": [(b"content-type", PROBLEM_JSON.encode()),
                                     (b"content-length", str(len(body)).encode()), *headers]})
             await send({"type": "websocket.http.response.body", "body": body})
-        elif decision.storage_error:
+        elif not decision.quotas:
             # 1013 "Try Again Later": the limiter could not decide, the client did no wrong.
             await send({"type": "websocket.close", "code": 1013,
                         "reason": "rate limit storage unavailable"})

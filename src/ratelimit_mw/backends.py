@@ -23,8 +23,9 @@ from limits import RateLimitItem, parse
 from limits.util import WindowStats
 
 from . import _lua
+from .breaker import CircuitBreaker, EventHook
 from .core import Decision, Plan, PlanItem, Quota, limit_key, storage_key
-from .errors import ConfigurationError, StorageError
+from .errors import ConfigurationError, StorageError, StorageUnavailableError
 from .memory import MemoryStore
 from .rules import NAMESPACE
 from .windows import DECODERS
@@ -93,6 +94,18 @@ class RedisOptions:
         self.max_connections = max_connections
         self.pool_timeout = float(pool_timeout)
 
+    def topology_kwargs(self, url: str) -> dict[str, Any]:
+        """Options for limits' cluster and sentinel storages (they build their own pools)."""
+        options: dict[str, Any] = {"socket_timeout": self.socket_timeout,
+                                   "socket_connect_timeout": self.socket_connect_timeout}
+        if "sentinel" in url.split("://", 1)[0]:
+            # limits reads from replicas by default; replication lags, so quota headers
+            # read there would lag too. Everything goes to the master.
+            options["use_replicas"] = False
+        else:
+            options["max_connections"] = self.max_connections
+        return options
+
     def pool_kwargs(self) -> dict[str, Any]:
         return {
             "socket_timeout": self.socket_timeout,
@@ -152,7 +165,8 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     else:
-        errors.append(redis.RedisError)
+        # RedisClusterException (e.g. no reachable node) is not a RedisError.
+        errors += [redis.RedisError, redis.exceptions.RedisClusterException]
     return tuple(errors)
 
 
@@ -254,6 +268,7 @@ class _Limiter:
         *,
         strategy: Strategy = "fixed-window",
         redis_options: RedisOptions | None = None,
+        on_storage_event: EventHook | None = None,
     ) -> None:
         if strategy not in self._strategies:
             raise ConfigurationError(
@@ -286,6 +301,9 @@ class _Limiter:
             raise ConfigurationError(
                 f"strategy={strategy!r} is not supported by {type(self.storage).__name__}"
             ) from None
+        self.breaker = CircuitBreaker(on_event=on_storage_event,
+                                      name=f"rate limit storage {mask_url(str(self.url))}")
+        self._skipped = f"{mask_url(str(self.url))} failed recently; skipped until a probe"
         # Redis storages check a whole plan in one script call; others (memcached,
         # MongoDB, ...) go through limits' strategies, one call per operation.
         self._scripts = ScriptPath.for_storage(self.storage, strategy)
@@ -370,7 +388,8 @@ class RateLimiter(_Limiter):
             return limits.storage.RedisStorage(url, connection_pool=pool, key_prefix=key_prefix,
                                                wrap_exceptions=True)
         return limits.storage.storage_from_string(url, key_prefix=key_prefix,
-                                                  wrap_exceptions=True)
+                                                  wrap_exceptions=True,
+                                                  **self.redis_options.topology_kwargs(url))
 
     def _adopt_storage(self, storage: Any) -> Any:
         if not isinstance(storage, limits.storage.Storage):
@@ -381,14 +400,19 @@ class RateLimiter(_Limiter):
         return storage
 
     def _run(self, flow: Generator[Op, Any, Decision]) -> Decision:
+        if not self.breaker.allow():
+            raise StorageUnavailableError(self._skipped)
         try:
             op = next(flow)
             while True:
                 op = flow.send(op(self.strategy))
         except StopIteration as done:
+            self.breaker.success()
             return done.value  # type: ignore[no-any-return]
         except self._errors as exc:
-            raise self._wrap(exc) from exc
+            error = self._wrap(exc)
+            self.breaker.failure(error)
+            raise error from exc
 
     def check(self, plan: Plan) -> Decision:
         """Hit every limit of *plan* and return the decision with every quota."""
@@ -429,9 +453,8 @@ class RateLimiter(_Limiter):
         return bool(self.storage.check())
 
     def close(self) -> None:
-        """Release the storage's connections."""
-        client = getattr(self.storage, "storage", None)
-        if client is not None and hasattr(client, "close"):
+        """Release the storage's connections (pools, a Sentinel's clients too)."""
+        for client in _clients(self.storage):
             client.close()
             pool = getattr(client, "connection_pool", None)
             if pool is not None:
@@ -469,7 +492,7 @@ class AsyncRateLimiter(_Limiter):
             )
         return limits.storage.storage_from_string(
             "async+" + url, implementation="redispy", key_prefix=key_prefix,
-            wrap_exceptions=True,
+            wrap_exceptions=True, **self.redis_options.topology_kwargs(url),
         )
 
     def _adopt_storage(self, storage: Any) -> Any:
@@ -481,14 +504,19 @@ class AsyncRateLimiter(_Limiter):
         return storage
 
     async def _run(self, flow: Generator[Op, Any, Decision]) -> Decision:
+        if not self.breaker.allow():
+            raise StorageUnavailableError(self._skipped)
         try:
             op = next(flow)
             while True:
                 op = flow.send(await op(self.strategy))
         except StopIteration as done:
+            self.breaker.success()
             return done.value  # type: ignore[no-any-return]
         except self._errors as exc:
-            raise self._wrap(exc) from exc
+            error = self._wrap(exc)
+            self.breaker.failure(error)
+            raise error from exc
 
     def check_nowait(self, plan: Plan) -> Decision | None:
         """The decision for *plan* when it needs no I/O (``memory://``), else ``None``.
@@ -539,14 +567,27 @@ class AsyncRateLimiter(_Limiter):
         return bool(await self.storage.check())
 
     async def aclose(self) -> None:
-        """Release the storage's connections."""
-        bridge = getattr(self.storage, "bridge", None)
-        client = getattr(bridge, "storage", None)
-        if client is not None and hasattr(client, "aclose"):
+        """Release the storage's connections (pools, a Sentinel's clients too)."""
+        for client in _clients(getattr(self.storage, "bridge", None)):
             await client.aclose()
             pool = getattr(client, "connection_pool", None)
             if pool is not None:
                 await pool.disconnect()
+
+
+def _clients(holder: Any) -> list[Any]:
+    """The redis-py clients a limits storage (or its async bridge) holds, once each."""
+    if holder is None:
+        return []
+    found = [getattr(holder, name, None) for name in ("storage", "storage_slave",
+                                                      "storage_replica")]
+    found += list(getattr(getattr(holder, "sentinel", None), "sentinels", ()))
+    unique: list[Any] = []
+    for client in found:
+        if client is not None and hasattr(client, "close") and all(
+                client is not seen for seen in unique):
+            unique.append(client)
+    return unique
 
 
 def _peek_quota(item: PlanItem, stats: WindowStats) -> Quota:

@@ -89,8 +89,8 @@ class Decision(NamedTuple):
 
     Available to the app as ``scope["state"]["ratelimit"]`` (ASGI) or
     ``environ["ratelimit_mw.decision"]`` (WSGI). ``storage_error`` is true when the
-    storage failed and the ``on_storage_error`` policy decided instead (then ``quotas``
-    is empty).
+    storage failed and the ``on_storage_error`` policy decided instead: ``quotas`` are
+    then the per-process fallback's (``"memory"``) or empty (``"allow"``, ``"deny"``).
     """
 
     allowed: bool

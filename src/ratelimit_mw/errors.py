@@ -17,3 +17,10 @@ class StorageError(RateLimitMWError):
     Every storage failure reaches the middleware as this one type, so that one
     policy (``on_storage_error``) decides what the client sees.
     """
+
+
+class StorageUnavailableError(StorageError):
+    """The storage is skipped while its circuit breaker is open (it failed recently).
+
+    Raised without touching the network, so an outage costs no socket timeouts.
+    """

@@ -8,6 +8,7 @@ from typing import Any
 from ._base import MiddlewareBase, OnStorageError
 from ._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
 from .backends import RateLimiter, RedisOptions, Strategy
+from .breaker import EventHook
 from .core import Decision
 from .errors import ConfigurationError, StorageError
 from .headers import PROBLEM_JSON, problem_body, unavailable_body
@@ -56,13 +57,15 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
         rules: Iterable[Rule] = (),
         strategy: Strategy = "fixed-window",
         headers: str = "both",
-        on_storage_error: OnStorageError = "allow",
+        on_storage_error: OnStorageError = "memory",
         redis_options: RedisOptions | None = None,
+        on_storage_event: EventHook | None = None,
         limited_app: WSGIApp | None = None,
     ) -> None:
         super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
                          key=key, rules=rules, strategy=strategy, headers=headers,
-                         on_storage_error=on_storage_error, redis_options=redis_options)
+                         on_storage_error=on_storage_error, redis_options=redis_options,
+                         on_storage_event=on_storage_event)
         if limited_app is not None and not callable(limited_app):
             raise ConfigurationError("limited_app must be a WSGI application")
         self.app = app
@@ -80,7 +83,7 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
         extra = self.renderer.render(decision)
         if decision.allowed:
             app = self.app
-        elif decision.storage_error:
+        elif decision.storage_error and not decision.quotas:  # on_storage_error="deny"
             app = _unavailable
         else:
             app = self.limited_app

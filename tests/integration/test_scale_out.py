@@ -1,0 +1,84 @@
+"""Redis Cluster and Sentinel through our limiters: every strategy, sync and async, the
+one-round-trip script on the cluster, one slot per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from ratelimit_mw import AsyncRateLimiter, RateLimiter, Rule
+from ratelimit_mw.core import Policy
+from ratelimit_mw.request import RequestInfo
+from tests.redis_topologies import PrivateCluster, PrivateSentinel, redis_cluster, redis_sentinel
+
+__all__ = ["redis_cluster", "redis_sentinel"]
+
+
+def plan_for(limits: str, identity_ip: str) -> Any:
+    policy = Policy(rules=[Rule("/x", limits, name="x")])
+    return policy.plan(RequestInfo("GET", "/x", client=identity_ip))
+
+
+def test_cluster_sync_exact(redis_cluster: PrivateCluster, strategy: str) -> None:
+    limiter = RateLimiter(redis_cluster.url, strategy=strategy)  # type: ignore[arg-type]
+    assert limiter._scripts is not None  # the one-round-trip path, not limits' strategies
+    plan = plan_for("3/minute", f"198.51.100.{len(strategy)}")
+    assert [limiter.check(plan).allowed for _ in range(5)] == [True] * 3 + [False] * 2
+    limiter.close()
+
+
+async def test_cluster_async_exact(redis_cluster: PrivateCluster, strategy: str) -> None:
+    limiter = AsyncRateLimiter(redis_cluster.url, strategy=strategy)  # type: ignore[arg-type]
+    assert limiter._scripts is not None
+    plan = plan_for("3/minute", f"198.51.100.{100 + len(strategy)}")
+    assert [(await limiter.acheck(plan)).allowed for _ in range(5)] == [True] * 3 + [False] * 2
+    await limiter.aclose()
+
+
+def test_cluster_request_with_three_limits_touches_one_slot(redis_cluster: PrivateCluster,
+                                                           strategy: str) -> None:
+    limiter = RateLimiter(redis_cluster.url, strategy=strategy)  # type: ignore[arg-type]
+    ip = f"192.0.2.{len(strategy)}"
+    plan = plan_for("10/second;100/minute;1000/hour", ip)
+    for _ in range(3):  # three hits: the sliding window's second key appears too
+        assert limiter.check(plan).allowed
+    found: list[bytes] = []
+    slots = set()
+    for host, port in redis_cluster.nodes:
+        node = redis.Redis(host=host, port=port)
+        for key in node.scan_iter(match=f"*{ip}*"):
+            found.append(key)
+            slots.add(node.cluster("keyslot", key))
+        node.close()
+    assert len(found) == 3  # one key per limit (sliding: the current window's)
+    assert len(slots) == 1  # checked on the cluster, not assumed
+    limiter.close()
+
+
+def test_sentinel_sync_exact_and_reads_master(redis_sentinel: PrivateSentinel,
+                                              strategy: str) -> None:
+    limiter = RateLimiter(redis_sentinel.url, strategy=strategy)  # type: ignore[arg-type]
+    assert limiter._scripts is not None
+    assert limiter.storage.use_replicas is False  # quota reads must not lag
+    plan = plan_for("3/minute", "203.0.113.50")
+    assert [limiter.check(plan).allowed for _ in range(5)] == [True] * 3 + [False] * 2
+    assert limiter.peek("3/minute", "x", "ip:203.0.113.50").remaining == 0
+    limiter.close()
+
+
+async def test_sentinel_async_exact(redis_sentinel: PrivateSentinel, strategy: str) -> None:
+    limiter = AsyncRateLimiter(redis_sentinel.url, strategy=strategy)  # type: ignore[arg-type]
+    assert limiter._scripts is not None
+    plan = plan_for("3/minute", "203.0.113.51")
+    assert [(await limiter.acheck(plan)).allowed for _ in range(5)] == [True] * 3 + [False] * 2
+    await limiter.aclose()
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_bad_topology_url_fails_clearly(kind: str) -> None:
+    from ratelimit_mw import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="unknown scheme"):
+        RateLimiter(f"redis+{kind}s://127.0.0.1:1")
