@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from .backends import AsyncRateLimiter, RateLimiter, RedisOptions, Strategy
-from .breaker import EventHook
+from .breaker import EventHook as StorageEventHook
+from .breaker import StorageEvent
 from .core import Decision, Plan, Policy
-from .errors import ConfigurationError, StorageError
+from .errors import ConfigurationError, StorageError, StorageUnavailableError
+from .events import EventHook, RateLimitEvent, safe_emit
 from .headers import HeaderRenderer
 from .keys import KeyFunc
 from .memory import MemoryStore
 from .rules import LimitsSpec, Rule
 from .windows import DECODERS
+
+logger = logging.getLogger("ratelimit_mw.middleware")
 
 OnStorageError = Literal["allow", "deny", "memory"]
 _ON_ERROR = ("allow", "deny", "memory")
@@ -39,9 +44,15 @@ class MiddlewareBase(Generic[L]):
         headers: str = "both",
         on_storage_error: OnStorageError = "memory",
         redis_options: RedisOptions | None = None,
-        on_storage_event: EventHook | None = None,
+        on_storage_event: StorageEventHook | None = None,
+        on_event: EventHook | None = None,
+        shadow: bool = False,
     ) -> None:
-        self.policy = Policy(default_limits=default_limits, key=key, rules=rules)
+        self.policy = Policy(default_limits=default_limits, key=key, rules=rules,
+                             shadow=shadow)
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError("on_event must be a callable taking a RateLimitEvent")
+        self._on_event = on_event
         self.renderer = HeaderRenderer(headers)
         if on_storage_error not in _ON_ERROR:
             raise ConfigurationError(
@@ -62,13 +73,33 @@ class MiddlewareBase(Generic[L]):
                 )
             self.limiter: L = limiter
         else:
-            self.limiter = self._limiter_class(storage, strategy=strategy,
-                                               redis_options=redis_options,
-                                               on_storage_event=on_storage_event)
+            self.limiter = self._limiter_class(
+                storage, strategy=strategy, redis_options=redis_options,
+                on_storage_event=_storage_events(on_storage_event, on_event))
         # "memory": the same rules, counted in this process, while the storage is down.
         self._fallback = MemoryStore(self.limiter.strategy_name) if (
             on_storage_error == "memory") else None
         self._decode = DECODERS[self.limiter.strategy_name]
+
+    def _report(self, plan: Plan, decision: Decision, started: float,
+                error: StorageError | None) -> bool:
+        """Log and emit the decision; ``True`` when the request goes through (allowed,
+        or refused in shadow mode)."""
+        through = decision.allowed or plan.shadow
+        if not decision.allowed:
+            if plan.shadow:
+                logger.info("shadow: %s would have refused %s", plan.rule, plan.identity)
+            else:
+                logger.debug("%s refused %s", plan.rule, plan.identity)
+        if self._on_event is not None:
+            safe_emit(self._on_event, RateLimitEvent(
+                "allowed" if decision.allowed else "limited", plan.rule,
+                shadow=not decision.allowed and plan.shadow,
+                fallback=decision.storage_error,
+                storage_seconds=time.perf_counter() - started,
+                error=None if isinstance(error, StorageUnavailableError) else error,
+            ))
+        return through
 
     def _storage_failed(self, plan: Plan, error: StorageError) -> Decision:
         """Apply ``on_storage_error`` when the storage could not decide.
@@ -80,3 +111,17 @@ class MiddlewareBase(Generic[L]):
             quotas = self._decode(plan, self._fallback.check(plan), time.time())
             return Decision(all(q.allowed for q in quotas), plan, quotas, storage_error=True)
         return Decision(self.on_storage_error == "allow", plan, (), storage_error=True)
+
+
+def _storage_events(storage_hook: StorageEventHook | None,
+                    hook: EventHook | None) -> StorageEventHook | None:
+    """One breaker hook that feeds both the storage hook and the general event hook."""
+    if hook is None:
+        return storage_hook
+
+    def both(event: StorageEvent, error: BaseException | None) -> None:
+        if storage_hook is not None:
+            storage_hook(event, error)
+        safe_emit(hook, RateLimitEvent(event, error=error))
+
+    return both

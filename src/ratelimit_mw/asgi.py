@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from ._base import MiddlewareBase, OnStorageError
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .backends import AsyncRateLimiter, RedisOptions, Strategy
-from .breaker import EventHook
+from .breaker import EventHook as StorageEventHook
 from .core import Decision
 from .errors import ConfigurationError, StorageError
+from .events import EventHook
 from .headers import PROBLEM_JSON, problem_body, unavailable_body
 from .keys import KeyFunc
 from .request import RequestInfo
@@ -63,14 +65,16 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
         headers: str = "both",
         on_storage_error: OnStorageError = "memory",
         redis_options: RedisOptions | None = None,
-        on_storage_event: EventHook | None = None,
+        on_storage_event: StorageEventHook | None = None,
+        on_event: EventHook | None = None,
+        shadow: bool = False,
         limited_app: ASGIApp | None = None,
         websockets: Literal["limit", "pass"] = "limit",
     ) -> None:
         super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
                          key=key, rules=rules, strategy=strategy, headers=headers,
                          on_storage_error=on_storage_error, redis_options=redis_options,
-                         on_storage_event=on_storage_event)
+                         on_storage_event=on_storage_event, on_event=on_event, shadow=shadow)
         if websockets not in _WEBSOCKETS:
             raise ConfigurationError(f"websockets={websockets!r}: use 'limit' or 'pass'")
         if limited_app is not None and not callable(limited_app):
@@ -92,20 +96,25 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
         if plan is None:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter() if self._on_event is not None else 0.0
+        error: StorageError | None = None
         decision = self.limiter.check_nowait(plan)
         if decision is None:
             try:
                 decision = await self.limiter.acheck(plan)
-            except StorageError as error:
-                decision = self._storage_failed(plan, error)
+            except StorageError as exc:
+                error = exc
+                decision = self._storage_failed(plan, exc)
+        through = decision.allowed if self._on_event is None and decision.allowed else (
+            self._report(plan, decision, started, error))
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
         state["ratelimit"] = decision
-        headers = self.renderer.render_asgi(decision)
+        headers = self.renderer.render_asgi(decision, shadow=through and not decision.allowed)
         if kind == "websocket":
-            await self._websocket(scope, receive, send, decision, headers)
-        elif decision.allowed:
+            await self._websocket(scope, receive, send, decision, headers, through)
+        elif through:
             await self.app(scope, receive, _HeaderSend(send, headers) if headers else send)
         elif decision.storage_error and not decision.quotas:  # on_storage_error="deny"
             await _send_problem(send, 503, unavailable_body(), [(b"retry-after", b"1")])
@@ -113,8 +122,9 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
             await self.limited_app(scope, receive, _HeaderSend(send, headers))
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send,
-                         decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
-        if decision.allowed:
+                         decision: Decision, headers: list[tuple[bytes, bytes]],
+                         through: bool) -> None:
+        if through:
             await self.app(scope, receive,
                            _HeaderSend(send, headers, "websocket.accept") if headers else send)
             return

@@ -68,6 +68,8 @@ class Plan(NamedTuple):
     rule: str
     identity: str
     items: tuple[PlanItem, ...]
+    #: Shadow mode: count and report as usual, never refuse (how a new limit is tried).
+    shadow: bool = False
 
 
 class Quota(NamedTuple):
@@ -129,12 +131,15 @@ class _Entry(NamedTuple):
     keys: tuple[KeyFunc, ...]
     name: str
     key_prefix: str  # storage_key(name, ...) up to the identity, escaped once
+    shadow: bool
 
 
 def _entry(rule: CompiledRule | None, limits: tuple[RateLimitItem, ...], name: str,
-           keys: tuple[KeyFunc, ...]) -> _Entry:
+           keys: tuple[KeyFunc, ...], shadow: bool) -> _Entry:
+    if rule is not None and rule.shadow is not None:
+        shadow = rule.shadow  # the rule's own setting wins over the global one
     return _Entry(rule, limits, _policy_names(name, limits), keys, name,
-                  "{" + _escape(name) + "/")
+                  "{" + _escape(name) + "/", shadow)
 
 
 _SUFFIXES: dict[RateLimitItem, str] = {}
@@ -189,7 +194,10 @@ class Policy:
         default_limits: LimitsSpec | None = None,
         key: KeyFunc | Sequence[KeyFunc] | None = None,
         rules: Iterable[Rule] = (),
+        shadow: bool = False,
     ) -> None:
+        if not isinstance(shadow, bool):
+            raise ConfigurationError(f"shadow={shadow!r}: must be True or False")
         if isinstance(rules, Rule):
             rules = [rules]
         self.table = RuleTable(rules)
@@ -209,9 +217,10 @@ class Policy:
                     "default_limits; give the rule limits or set default_limits"
                 )
             self._entries[id(compiled)] = _entry(compiled, limits, compiled.name,
-                                                 (*compiled.keys, *self._key))
-        self._default = _entry(None, default, _DEFAULT_NAME, self._key) if default else None
-        self._plans: dict[tuple[str, str, int], Plan] = {}
+                                                 (*compiled.keys, *self._key), shadow)
+        self._default = _entry(None, default, _DEFAULT_NAME, self._key, shadow) if (
+            default) else None
+        self._plans: dict[tuple[int, str, int], Plan] = {}
 
     def plan(self, request: RequestInfo) -> Plan | None:
         """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
@@ -240,7 +249,8 @@ class Policy:
         # Plans are immutable and the same client asks again and again: reuse them. The
         # cache is bounded (cleared when full), so a flood of identities only costs
         # the building we would have done anyway.
-        cache_key = (entry.key_prefix, identity, cost)
+        # Keyed by the entry itself: two rules sharing a name share a prefix, not limits.
+        cache_key = (id(entry), identity, cost)
         plan = self._plans.get(cache_key)
         if plan is None:
             if len(self._plans) >= _PLAN_CACHE:
@@ -249,5 +259,5 @@ class Policy:
             plan = self._plans[cache_key] = Plan(entry.name, identity, tuple(
                 PlanItem(limit, key, cost, policy)
                 for limit, policy in zip(entry.limits, entry.policies, strict=True)
-            ))
+            ), entry.shadow)
         return plan

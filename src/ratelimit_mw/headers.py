@@ -62,13 +62,20 @@ class HeaderRenderer:
         self._legacy = mode in ("legacy", "both")
         self._policy_cache: dict[tuple[str, int, int], tuple[str, str]] = {}
 
-    def render_asgi(self, decision: Decision) -> list[tuple[bytes, bytes]]:
+    def render_asgi(self, decision: Decision, *, shadow: bool = False,
+                    ) -> list[tuple[bytes, bytes]]:
         """:meth:`render` as ASGI wants it: lower-case names, latin-1 bytes."""
         names = _ASGI_NAMES
-        return [(names[name], value.encode()) for name, value in self.render(decision)]
+        return [(names[name], value.encode())
+                for name, value in self.render(decision, shadow=shadow)]
 
-    def render(self, decision: Decision, now: float | None = None) -> list[tuple[str, str]]:
-        """Header fields for *decision*, as ``(name, value)`` strings."""
+    def render(self, decision: Decision, now: float | None = None, *,
+               shadow: bool = False) -> list[tuple[str, str]]:
+        """Header fields for *decision*, as ``(name, value)`` strings.
+
+        *shadow*: the request goes through although refused (shadow mode), so the quota
+        fields are sent but no ``Retry-After``.
+        """
         out: list[tuple[str, str]] = []
         quotas = decision.quotas
         # "none" drops the quota fields, not Retry-After: that belongs to the 429 itself
@@ -108,7 +115,7 @@ class HeaderRenderer:
             out.append(("X-RateLimit-Limit", str(tightest.limit.amount)))
             out.append(("X-RateLimit-Remaining", str(remaining[tight])))
             out.append(("X-RateLimit-Reset", str(math.ceil(tightest.reset_at))))
-        if not decision.allowed:
+        if not decision.allowed and not shadow:
             # Never earlier than the end of a refused limit's window: retry_after alone
             # was trusted before, so a limiter reporting less (or 0) sent clients back
             # into a 429. default=: a refusal whose quotas all passed must not raise.

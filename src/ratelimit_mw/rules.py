@@ -169,6 +169,7 @@ class Rule:
     cost: int | CostFunc = 1
     exempt: bool = False
     name: str | None = None
+    shadow: bool | None = None
     _compiled: CompiledRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -187,6 +188,7 @@ class CompiledRule:
     cost: int | CostFunc
     exempt: bool
     name: str
+    shadow: bool | None
 
     @classmethod
     def build(cls, rule: Rule) -> CompiledRule:
@@ -227,8 +229,10 @@ class CompiledRule:
                                      f"callable, got {cost!r}")
         if rule.name is not None and (not isinstance(rule.name, str) or not rule.name):
             raise ConfigurationError(f"{where}: name must be a non-empty string")
+        if rule.shadow is not None and not isinstance(rule.shadow, bool):
+            raise ConfigurationError(f"{where}: shadow must be True, False or None")
         return cls(template, regex, methods, limits, keys, cost, rule.exempt,
-                   rule.name or template)
+                   rule.name or template, rule.shadow)
 
     def matches(self, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:

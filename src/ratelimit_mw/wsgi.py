@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._base import MiddlewareBase, OnStorageError
 from ._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
 from .backends import RateLimiter, RedisOptions, Strategy
-from .breaker import EventHook
+from .breaker import EventHook as StorageEventHook
 from .core import Decision
 from .errors import ConfigurationError, StorageError
+from .events import EventHook
 from .headers import PROBLEM_JSON, problem_body, unavailable_body
 from .keys import KeyFunc
 from .request import RequestInfo
@@ -59,13 +61,15 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
         headers: str = "both",
         on_storage_error: OnStorageError = "memory",
         redis_options: RedisOptions | None = None,
-        on_storage_event: EventHook | None = None,
+        on_storage_event: StorageEventHook | None = None,
+        on_event: EventHook | None = None,
+        shadow: bool = False,
         limited_app: WSGIApp | None = None,
     ) -> None:
         super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
                          key=key, rules=rules, strategy=strategy, headers=headers,
                          on_storage_error=on_storage_error, redis_options=redis_options,
-                         on_storage_event=on_storage_event)
+                         on_storage_event=on_storage_event, on_event=on_event, shadow=shadow)
         if limited_app is not None and not callable(limited_app):
             raise ConfigurationError("limited_app must be a WSGI application")
         self.app = app
@@ -75,13 +79,18 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
         plan = self.policy.plan(RequestInfo.from_environ(environ))
         if plan is None:
             return self.app(environ, start_response)
+        started = time.perf_counter() if self._on_event is not None else 0.0
+        error: StorageError | None = None
         try:
             decision = self.limiter.check(plan)
-        except StorageError as error:
-            decision = self._storage_failed(plan, error)
+        except StorageError as exc:
+            error = exc
+            decision = self._storage_failed(plan, exc)
+        through = decision.allowed if self._on_event is None and decision.allowed else (
+            self._report(plan, decision, started, error))
         environ[ENVIRON_KEY] = decision
-        extra = self.renderer.render(decision)
-        if decision.allowed:
+        extra = self.renderer.render(decision, shadow=through and not decision.allowed)
+        if through:
             app = self.app
         elif decision.storage_error and not decision.quotas:  # on_storage_error="deny"
             app = _unavailable

@@ -419,3 +419,31 @@ def test_plan_key_equals_storage_key() -> None:
     plan = policy.plan(RequestInfo("GET", "/items/9", client="203.0.113.7"))
     assert plan is not None
     assert plan.items[0].key == storage_key("/items/{id}", "ip:203.0.113.7")
+
+
+def test_rules_sharing_a_name_keep_their_own_limits() -> None:
+    # The plan cache once keyed plans by the shared name: /b got /a's limits.
+    policy = Policy(rules=[Rule("/a", "5/minute", name="x"), Rule("/b", "10/minute", name="x")])
+    a = policy.plan(RequestInfo("GET", "/a", client="203.0.113.7"))
+    b = policy.plan(RequestInfo("GET", "/b", client="203.0.113.7"))
+    assert a is not None
+    assert b is not None
+    assert [i.limit.amount for i in a.items] == [5]
+    assert [i.limit.amount for i in b.items] == [10]
+    assert a.items[0].key == b.items[0].key  # one counter namespace, as documented
+
+
+def test_shadow_global_and_per_rule() -> None:
+    policy = Policy(default_limits="1/minute", shadow=True,
+                    rules=[Rule("/strict", "1/minute", shadow=False), Rule("/x", "1/minute")])
+
+    def shadow_of(path: str) -> bool:
+        plan = policy.plan(RequestInfo("GET", path, client="203.0.113.7"))
+        assert plan is not None
+        return plan.shadow
+
+    assert (shadow_of("/strict"), shadow_of("/x"), shadow_of("/other")) == (False, True, True)
+    assert Policy(rules=[Rule("/y", "1/minute", shadow=True)]).plan(
+        RequestInfo("GET", "/y", client="203.0.113.7")).shadow is True  # type: ignore[union-attr]
+    with pytest.raises(ConfigurationError, match="shadow"):
+        Rule("/z", "1/minute", shadow="yes")  # type: ignore[arg-type]

@@ -1,0 +1,251 @@
+"""Configuration from a TOML file and the environment, validated at load.
+
+Precedence, highest first: keyword arguments given in code, environment variables
+(``RATELIMIT_*``, and ``REDIS_URL`` for the storage), the TOML file (``RATELIMIT_CONFIG``
+or the path given), then the defaults. Every error names the field and the bad value.
+
+Example ``ratelimit.toml``::
+
+    storage = "redis://localhost:6379/0"
+    strategy = "sliding-window-counter"
+    default_limits = "100/minute"
+    on_storage_error = "memory"
+
+    [key]
+    kind = "client_ip"
+    trusted_proxies = ["10.0.0.0/8"]
+
+    [[rules]]
+    path = "/login"
+    limits = "5/minute"
+    methods = ["POST"]
+
+    [[rules]]
+    path = "/health"
+    exempt = true
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from . import keys as key_functions
+from .backends import RedisOptions, mask_url, resolve_storage_url
+from .errors import ConfigurationError
+from .headers import _MODES as HEADER_MODES
+from .keys import KeyFunc
+from .rules import Rule, parse_limits
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "RATELIMIT_"
+_STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
+_POLICIES = ("memory", "allow", "deny")
+_KEY_KINDS = ("client_ip", "api_key", "header", "shared")
+_RULE_FIELDS = {"path", "limits", "methods", "key", "cost", "exempt", "name", "shadow"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the middlewares take that can be written down, validated.
+
+    Example::
+
+        settings = load_settings("ratelimit.toml")
+        app = RateLimitMiddleware(app, **settings.middleware_options())
+        flask_app.wsgi_app = WSGIRateLimitMiddleware(flask_app.wsgi_app,
+                                                     **settings.middleware_options())
+
+    One object configures both the ASGI and the WSGI middleware.
+    """
+
+    storage: str | None = None
+    strategy: str = "fixed-window"
+    default_limits: str | None = None
+    headers: str = "both"
+    on_storage_error: str = "memory"
+    shadow: bool = False
+    key: Mapping[str, Any] = field(default_factory=dict)
+    rules: tuple[Mapping[str, Any], ...] = ()
+    socket_timeout: float = 0.25
+    socket_connect_timeout: float = 0.25
+    max_connections: int = 64
+    pool_timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_choice("strategy", self.strategy, _STRATEGIES)
+        _check_choice("headers", self.headers, HEADER_MODES)
+        _check_choice("on_storage_error", self.on_storage_error, _POLICIES)
+        if self.storage is not None:
+            resolve_storage_url(self.storage)  # raises with the field named
+        if self.default_limits is not None:
+            parse_limits(self.default_limits, "default_limits")
+        if not isinstance(self.shadow, bool):
+            raise ConfigurationError(f"shadow={self.shadow!r}: must be true or false")
+        self.redis_options()  # validates the numbers
+        self.key_function()
+        self.rule_objects()
+
+    def redis_options(self) -> RedisOptions:
+        return RedisOptions(socket_timeout=self.socket_timeout,
+                            socket_connect_timeout=self.socket_connect_timeout,
+                            max_connections=self.max_connections,
+                            pool_timeout=self.pool_timeout)
+
+    def key_function(self) -> KeyFunc | None:
+        """The ``[key]`` table as a key function (``None``: the socket peer's IP)."""
+        return _key_from(dict(self.key), "key") if self.key else None
+
+    def rule_objects(self) -> list[Rule]:
+        return [_rule_from(dict(spec), f"rules[{index}]")
+                for index, spec in enumerate(self.rules)]
+
+    def middleware_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`RateLimitMiddleware` or the WSGI one."""
+        options: dict[str, Any] = {
+            "storage": self.storage,
+            "strategy": self.strategy,
+            "default_limits": self.default_limits,
+            "headers": self.headers,
+            "on_storage_error": self.on_storage_error,
+            "rules": self.rule_objects(),
+            "key": self.key_function(),
+            "shadow": self.shadow,
+        }
+        if self.storage is None or not self.storage.startswith("memory"):
+            options["redis_options"] = self.redis_options()
+        return options
+
+    def describe(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets masked (for ``config``)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["storage"] = mask_url(resolve_storage_url(self.storage))
+        data["key"] = dict(self.key)
+        data["rules"] = [dict(rule) for rule in self.rules]
+        return data
+
+
+def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigurationError(f"{name}={value!r}: use one of {', '.join(choices)}")
+
+
+def _key_from(spec: dict[str, Any], where: str) -> KeyFunc:
+    kind = spec.pop("kind", None)
+    if kind not in _KEY_KINDS:
+        raise ConfigurationError(f"{where}.kind={kind!r}: use one of {', '.join(_KEY_KINDS)}")
+    try:
+        factory = getattr(key_functions, kind)
+        return factory(**spec)  # type: ignore[no-any-return]
+    except TypeError as error:
+        raise ConfigurationError(f"{where}: {error} (kind={kind!r})") from None
+
+
+def _rule_from(spec: dict[str, Any], where: str) -> Rule:
+    unknown = set(spec) - _RULE_FIELDS
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown field(s) {sorted(unknown)}; use "
+                                 f"{', '.join(sorted(_RULE_FIELDS))}")
+    if "path" not in spec:
+        raise ConfigurationError(f"{where}: a rule needs a path")
+    if "key" in spec:
+        if not isinstance(spec["key"], Mapping):
+            raise ConfigurationError(f"{where}.key: a table like {{kind = \"api_key\"}}")
+        spec["key"] = _key_from(dict(spec["key"]), f"{where}.key")
+    try:
+        return Rule(**spec)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{where}: {error}") from None
+
+
+_ENV_FIELDS: dict[str, type] = {
+    "STORAGE": str, "STRATEGY": str, "DEFAULT_LIMITS": str, "HEADERS": str,
+    "ON_STORAGE_ERROR": str, "SHADOW": bool, "SOCKET_TIMEOUT": float,
+    "SOCKET_CONNECT_TIMEOUT": float, "MAX_CONNECTIONS": int, "POOL_TIMEOUT": float,
+}
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if environ.get("REDIS_URL"):
+        values["storage"] = environ["REDIS_URL"]
+    for suffix, kind in _ENV_FIELDS.items():
+        name = ENV_PREFIX + suffix
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        values[suffix.lower()] = _convert(name, raw, kind)
+    return values
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f"{name}={raw!r}: use true or false")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r}: must be a {kind.__name__}") from None
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"config file {str(path)!r}: {error}") from None
+    known = {f.name for f in fields(Settings)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigurationError(f"config file {str(path)!r}: unknown field(s) "
+                                 f"{sorted(unknown)}; use {', '.join(sorted(known))}")
+    if "rules" in data:
+        if not isinstance(data["rules"], list):
+            raise ConfigurationError("rules: write them as [[rules]] tables")
+        data["rules"] = tuple(data["rules"])
+    return data
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from *path* (else ``$RATELIMIT_CONFIG``), the environment and *overrides*.
+
+    Example::
+
+        settings = load_settings()                       # env + $RATELIMIT_CONFIG
+        settings = load_settings("ratelimit.toml", strategy="moving-window")
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    file = path if path is not None else env.get(ENV_PREFIX + "CONFIG")
+    if file:
+        values.update(_from_file(Path(file)))
+    values.update(_from_env(env))
+    unknown = set(overrides) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise ConfigurationError(f"load_settings(): unknown setting(s) {sorted(unknown)}")
+    values.update(overrides)
+    try:
+        return replace(Settings(), **values)
+    except TypeError as error:  # a wrong type from TOML, e.g. a table where a string goes
+        raise ConfigurationError(f"configuration: {error}") from None
