@@ -1,0 +1,215 @@
+"""The one small app every variant is built from, bare or behind a rate limiter.
+
+ASGI: a Starlette app with ``GET /items/{id}`` returning a small JSON body. WSGI: the same
+route on Flask. Every limiter gets one limit (``per_minute``/minute, generous by default so
+nothing is refused while measuring), keyed by the client IP, with its quota headers on
+where the library has them.
+
+=================  ===========================================================
+variant            how it is wired
+=================  ===========================================================
+``bare``           the app alone
+``ratelimit-mw``   ``RateLimitMiddleware`` / ``WSGIRateLimitMiddleware``, default
+                   options (fixed window, ``headers="both"``), ``default_limits``
+``slowapi``        ``@limiter.limit`` on the route, ``headers_enabled=True``
+``asgi-ratelimit`` its ``RateLimitMiddleware`` with a ``Rule(minute=N)``; it has no
+                   quota headers
+``flask-limiter``  ``Limiter(default_limits=...)``, ``RATELIMIT_HEADERS_ENABLED``
+=================  ===========================================================
+
+``storage`` is ``"memory://"`` or a ``redis://host:port/db`` URL.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ASGI_VARIANTS",
+    "BODY",
+    "EXPECTED_HEADERS",
+    "ITEM_PATH",
+    "LIMIT_PER_MINUTE",
+    "WSGI_VARIANTS",
+    "Built",
+    "build_asgi",
+    "build_wsgi",
+]
+
+ASGI_VARIANTS = ("bare", "ratelimit-mw", "slowapi", "asgi-ratelimit")
+WSGI_VARIANTS = ("bare", "ratelimit-mw", "flask-limiter")
+#: Generous: nothing may be refused during a measurement.
+LIMIT_PER_MINUTE = 1_000_000
+#: The path every measurement requests.
+ITEM_PATH = "/items/42"
+#: What ``GET /items/42`` answers, byte for byte, in both apps.
+BODY = {"id": 42, "name": "widget", "price": 9.99}
+
+#: The quota headers each variant must send on a 200 (lower-case); ``()``: it has none.
+EXPECTED_HEADERS: dict[str, tuple[str, ...]] = {
+    "bare": (),
+    "ratelimit-mw": ("ratelimit-policy", "ratelimit", "x-ratelimit-limit",
+                     "x-ratelimit-remaining", "x-ratelimit-reset"),
+    "slowapi": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
+    "asgi-ratelimit": (),
+    "flask-limiter": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
+}
+
+Closer = Callable[[], "Awaitable[None] | None"]
+
+
+@dataclass
+class Built:
+    """An app and what releases its storage connections (sync or async callables)."""
+
+    app: Any
+    closers: list[Closer] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+
+    def close(self) -> None:
+        for close in self.closers:
+            result = close()
+            if inspect.isawaitable(result):  # pragma: no cover - no async closer on WSGI
+                raise TypeError("an async closer on a WSGI app")
+
+
+def _redis_client_closer(storage: Any) -> list[Closer]:
+    """Closes the redis-py client inside a sync ``limits`` storage (slowapi, Flask-Limiter)."""
+    client = getattr(storage, "storage", None)
+    close = getattr(client, "close", None)
+    return [close] if callable(close) else []
+
+
+def _item(item_id: int) -> dict[str, Any]:
+    return {**BODY, "id": item_id}
+
+
+# --------------------------------------------------------------------------- ASGI
+
+
+def _starlette(endpoint: Callable[..., Any], **kwargs: Any) -> Any:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    return Starlette(routes=[Route("/items/{id:int}", endpoint, methods=["GET"])], **kwargs)
+
+
+async def _item_endpoint(request: Any) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(_item(request.path_params["id"]))
+
+
+def build_asgi(variant: str, storage: str = "memory://",
+               per_minute: int = LIMIT_PER_MINUTE) -> Built:
+    """The Starlette app for *variant* (one of :data:`ASGI_VARIANTS`) on *storage*."""
+    limit = f"{per_minute}/minute"
+    if variant == "bare":
+        return Built(_starlette(_item_endpoint))
+    if variant == "ratelimit-mw":
+        from ratelimit_mw import RateLimitMiddleware
+
+        middleware = RateLimitMiddleware(_starlette(_item_endpoint), storage=storage,
+                                         default_limits=limit)
+        return Built(middleware, [middleware.limiter.aclose])
+    if variant == "slowapi":
+        return _slowapi(storage, limit)
+    if variant == "asgi-ratelimit":
+        return _asgi_ratelimit(storage, per_minute)
+    raise ValueError(f"unknown ASGI variant {variant!r}; use one of {ASGI_VARIANTS}")
+
+
+def _slowapi(storage: str, limit: str) -> Built:
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.util import get_remote_address
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    limiter = Limiter(key_func=get_remote_address, storage_uri=storage,
+                      headers_enabled=True, key_style="endpoint")
+
+    # slowapi finds the request by the parameter's name, and needs a Response back.
+    @limiter.limit(limit)
+    async def item(request: Request) -> JSONResponse:
+        return JSONResponse(_item(request.path_params["id"]))
+
+    app = _starlette(item, exception_handlers={
+        RateLimitExceeded: _rate_limit_exceeded_handler})
+    app.state.limiter = limiter
+    return Built(app, _redis_client_closer(limiter._storage))
+
+
+def _asgi_ratelimit(storage: str, per_minute: int) -> Built:
+    from ratelimit import RateLimitMiddleware
+    from ratelimit import Rule as ARRule
+    from ratelimit.backends.simple import MemoryBackend
+
+    backend: Any
+    closers: list[Closer] = []
+    if storage.startswith("memory://"):
+        backend = MemoryBackend()  # type: ignore[no-untyped-call]
+    else:
+        from ratelimit.backends.redis import RedisBackend
+        from redis.asyncio import StrictRedis
+
+        client = StrictRedis.from_url(storage)
+        backend = RedisBackend(client)
+        closers.append(client.aclose)
+
+    # Its own ratelimit.auths.ip.client_ip refuses loopback peers (not "global"
+    # addresses); key by the socket peer, as every other variant does.
+    async def by_client_ip(scope: MutableMapping[str, Any]) -> tuple[str, str]:
+        return scope["client"][0], "default"
+
+    app = RateLimitMiddleware(_starlette(_item_endpoint), by_client_ip, backend,
+                              {r"^/items/": [ARRule(minute=per_minute)]})
+    return Built(app, closers)
+
+
+# --------------------------------------------------------------------------- WSGI
+
+
+def _flask() -> Any:
+    from flask import Flask, jsonify
+
+    app = Flask("benchmarks")
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> Any:
+        return jsonify(_item(item_id))
+
+    return app
+
+
+def build_wsgi(variant: str, storage: str = "memory://",
+               per_minute: int = LIMIT_PER_MINUTE) -> Built:
+    """The Flask app for *variant* (one of :data:`WSGI_VARIANTS`) on *storage*."""
+    limit = f"{per_minute}/minute"
+    if variant not in WSGI_VARIANTS:
+        raise ValueError(f"unknown WSGI variant {variant!r}; use one of {WSGI_VARIANTS}")
+    app = _flask()
+    if variant == "ratelimit-mw":
+        from ratelimit_mw import WSGIRateLimitMiddleware
+
+        middleware = WSGIRateLimitMiddleware(app.wsgi_app, storage=storage,
+                                             default_limits=limit)
+        app.wsgi_app = middleware
+        return Built(app, [middleware.limiter.close])
+    if variant == "flask-limiter":
+        from flask_limiter import Limiter
+        from flask_limiter.util import get_remote_address
+
+        app.config["RATELIMIT_HEADERS_ENABLED"] = True
+        limiter = Limiter(get_remote_address, app=app, default_limits=[limit],
+                          storage_uri=storage, headers_enabled=True)
+        return Built(app, _redis_client_closer(limiter.storage))
+    return Built(app)
