@@ -14,6 +14,15 @@ from . import keys
 from .asgi import RateLimitMiddleware
 from .backends import AsyncRateLimiter, RateLimiter, RedisOptions
 from .breaker import CircuitBreaker
+from .cache import (
+    AsyncMemoryCache,
+    AsyncRedisCache,
+    CacheRule,
+    MemoryCache,
+    RedisCache,
+    ResponseCacheMiddleware,
+    WSGIResponseCacheMiddleware,
+)
 from .core import Decision, Plan, PlanItem, Policy, Quota
 from .errors import ConfigurationError, RateLimitMWError, StorageError, StorageUnavailableError
 from .request import RequestInfo
@@ -23,10 +32,14 @@ from .wsgi import WSGIRateLimitMiddleware
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncMemoryCache",
     "AsyncRateLimiter",
+    "AsyncRedisCache",
+    "CacheRule",
     "CircuitBreaker",
     "ConfigurationError",
     "Decision",
+    "MemoryCache",
     "Plan",
     "PlanItem",
     "Policy",
@@ -34,11 +47,14 @@ __all__ = [
     "RateLimitMWError",
     "RateLimitMiddleware",
     "RateLimiter",
+    "RedisCache",
     "RedisOptions",
     "RequestInfo",
+    "ResponseCacheMiddleware",
     "Rule",
     "StorageError",
     "StorageUnavailableError",
     "WSGIRateLimitMiddleware",
+    "WSGIResponseCacheMiddleware",
     "keys",
 ]

@@ -1,0 +1,229 @@
+"""Pure ASGI response cache middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Generator, Iterable
+from typing import Any
+
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from .flow import (
+    CachePolicy,
+    CacheRule,
+    Lookup,
+    Op,
+    bypass_reason,
+    header_dict,
+    invalidate,
+    lookup,
+    response_ttl,
+    store,
+)
+from .http import CacheRequest
+from .store import AsyncMemoryCache, AsyncRedisCache
+
+__all__ = ["ResponseCacheMiddleware"]
+
+
+class ResponseCacheMiddleware:
+    """A shared HTTP cache (RFC 9111) in front of any ASGI app, stored as JSON.
+
+    Example::
+
+        app = ResponseCacheMiddleware(app, cache=AsyncRedisCache("redis://localhost:6379/0"),
+                                      rules=[CacheRule("/articles/{id}", ttl=300)])
+
+    GET responses are stored when the rules of a shared cache allow it: never ``private``,
+    ``no-store``, ``Set-Cookie``, ``Vary: *``, 429 or 5xx; requests with
+    ``Authorization``/``Cookie`` bypass it unless a rule opts in (then only ``public``
+    responses are stored). HEAD is served from the GET entry; a successful POST, PUT,
+    PATCH or DELETE drops the URI's entries. Hits carry ``Age``, ``Cache-Status`` and an
+    ``ETag``, and answer a matching ``If-None-Match`` with 304. One request per variant
+    fetches a missing entry; the others wait for it (bounded). *cache* ``None`` means an
+    :class:`AsyncRedisCache` on ``$REDIS_URL``, else memory.
+
+    Order with the rate limiter: put :class:`RateLimitMiddleware` outside (the default
+    advice) and every hit still counts against the quota, with current quota headers on
+    it; put it inside and hits are free.
+
+    Security: the key holds the validated ``Host`` (pass *allowed_hosts* to refuse
+    others) and the forwarding headers apps build URLs from, so a forged header can only
+    reach an entry of its own.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        cache: AsyncRedisCache | AsyncMemoryCache | None = None,
+        rules: Iterable[CacheRule] = (),
+        default_ttl: int = 0,
+        allowed_hosts: Iterable[str] | None = None,
+        max_body_size: int = 1 << 20,
+        lock_wait: float = 5.0,
+    ) -> None:
+        self.app = app
+        self.policy = CachePolicy(tuple(rules), default_ttl, _hosts(allowed_hosts),
+                                  max_body_size, lock_wait=lock_wait)
+        if cache is None:
+            url = os.environ.get("REDIS_URL")
+            cache = AsyncRedisCache(url) if url else AsyncMemoryCache()
+        self.cache = cache
+
+    async def _run(self, flow: Generator[Op, Any, Any]) -> Any:
+        try:
+            op = next(flow)
+            while True:
+                if op[0] == "sleep":
+                    await asyncio.sleep(op[1])
+                    result = None
+                else:
+                    result = await getattr(self.cache, op[0])(*op[1:])
+                op = flow.send(result)
+        except StopIteration as done:
+            return done.value
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = _request(scope)
+        rule = self.policy.rule_for(request.path)
+        primary = request.primary_key("", self.policy.allowed_hosts)
+        reason = bypass_reason(self.policy, rule, request)
+        if reason == "method":
+            await self._unsafe(scope, receive, send, primary)
+            return
+        if reason is not None or primary is None:
+            await self.app(scope, receive, _Tagged(send, f"fwd=bypass; detail={reason or 'host'}"))
+            return
+        found: Lookup = await self._run(lookup(self.policy, request, primary))
+        if found.entry is not None:
+            await _send_entry(send, found.entry.hit(request, _now(), collapsed=found.collapsed))
+            return
+        recorder = _Recorder(send, found.status, self.policy.max_body_size)
+        try:
+            await self.app(scope, receive, recorder)
+            status = recorder.status
+            if request.method == "GET" and recorder.complete and status is not None:
+                ttl, _ = response_ttl(self.policy, rule, request, status, recorder.headers)
+                if ttl > 0:
+                    await self._run(store(request, primary, status, recorder.headers,
+                                          bytes(recorder.body), ttl))
+        finally:
+            if found.lock is not None and found.token is not None:
+                await self.cache.unlock(found.lock, found.token)
+
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send,
+                      primary: str | None) -> None:
+        recorder = _Recorder(send, None, 0)
+        await self.app(scope, receive, recorder)
+        if primary is not None and recorder.status is not None and recorder.status < 400:
+            await self._run(invalidate(primary))
+
+    async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
+        """Drop every entry stored for *path* on *host* (all queries and variants)."""
+        request = CacheRequest("GET", scheme, host, path, "", {})
+        primary = request.primary_key("", None)
+        if primary is None:
+            return 0
+        return int(await self.cache.invalidate_tag(primary.split("#", 1)[0] + "#tag"))
+
+    async def invalidate_prefix(self, host: str, path_prefix: str, scheme: str = "http",
+                                ) -> int:
+        """Drop every entry whose path starts with *path_prefix* (SCAN, never KEYS)."""
+        request = CacheRequest("GET", scheme, host, path_prefix, "", {})
+        primary = request.primary_key("", None)
+        if primary is None:
+            return 0
+        return int(await self.cache.delete_prefix(primary.split("#", 1)[0]))
+
+
+def _hosts(hosts: Iterable[str] | None) -> frozenset[str] | None:
+    return None if hosts is None else frozenset(h.lower() for h in hosts)
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _request(scope: Scope) -> CacheRequest:
+    headers = header_dict((k.decode("latin-1"), v.decode("latin-1"))
+                          for k, v in scope.get("headers", ()))
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope.get("path", "/")
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    return CacheRequest(scope.get("method", "GET"), scope.get("scheme", "http"),
+                        headers.get("host"), path.split("?", 1)[0],
+                        scope.get("query_string", b"").decode("latin-1"), headers)
+
+
+async def _send_entry(send: Send, response: tuple[int, list[tuple[str, str]], bytes]) -> None:
+    status, headers, body = response
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(n.lower().encode("latin-1"), v.encode("latin-1"))
+                            for n, v in headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Tagged:
+    """Adds ``Cache-Status`` to the response start; forwards everything else."""
+
+    __slots__ = ("_done", "_send", "_value")
+
+    def __init__(self, send: Send, status: str) -> None:
+        self._send = send
+        self._value = f"ratelimit-mw; {status}".encode("latin-1")
+        self._done = False
+
+    async def __call__(self, message: Message) -> None:
+        if not self._done and message["type"] == "http.response.start":
+            self._done = True
+            message = {**message, "headers": [*message.get("headers", ()),
+                                              (b"cache-status", self._value)]}
+        await self._send(message)
+
+
+class _Recorder:
+    """Forwards the response as it streams and keeps a copy up to *limit* bytes."""
+
+    __slots__ = ("_limit", "_send", "_tag", "body", "complete", "headers", "status")
+
+    def __init__(self, send: Send, tag: str | None, limit: int) -> None:
+        self._send = send
+        self._tag = tag
+        self._limit = limit
+        self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.complete = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self.headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                            for k, v in message.get("headers", ())]
+            if message.get("trailers"):
+                self._limit = -1  # trailers cannot be replayed from the cache
+            if self._tag is not None:
+                message = {**message, "headers": [
+                    *message.get("headers", ()),
+                    (b"cache-status", f"ratelimit-mw; {self._tag}".encode("latin-1"))]}
+        elif kind == "http.response.body" and self._limit >= 0:
+            body = message.get("body", b"")
+            if len(self.body) + len(body) > self._limit:
+                self._limit = -1  # too large: passes through, never stored
+                self.body = bytearray()
+            else:
+                self.body += body
+                if not message.get("more_body", False):
+                    self.complete = True
+        elif kind == "http.response.pathsend":
+            self._limit = -1  # a file sent by path: not buffered, not stored
+        await self._send(message)

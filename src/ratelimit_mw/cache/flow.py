@@ -1,0 +1,188 @@
+"""The response cache's logic, once, as generators of cache operations (no I/O).
+
+The ASGI and WSGI middlewares drive these generators: each yields an :data:`Op` — the
+name of a cache method and its arguments, or ``("sleep", seconds)`` — and receives the
+result. The sync driver calls ``getattr(cache, name)(*args)``, the async one awaits it;
+that is the only difference between them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ..errors import ConfigurationError
+from ..request import normalize_path
+from ..rules import compile_template
+from .http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
+
+__all__ = ["CachePolicy", "CacheRule", "Lookup", "Op"]
+
+Op = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRule:
+    """Caching for the paths matching *path* (the same templates as :class:`Rule`).
+
+    *ttl* is used when the response states no freshness (``s-maxage``/``max-age``);
+    ``exempt=True`` never caches the route; ``allow_authorized=True`` lets requests with
+    ``Authorization`` or ``Cookie`` use the cache, for responses marked ``public`` or
+    ``s-maxage`` only.
+
+    Example::
+
+        CacheRule("/articles/{id}", ttl=300)
+        CacheRule("/me", exempt=True)
+        CacheRule("/catalog/{rest:path}", ttl=60, allow_authorized=True)
+    """
+
+    path: str
+    ttl: int | None = None
+    exempt: bool = False
+    allow_authorized: bool = False
+
+
+class _Compiled(NamedTuple):
+    template: str
+    regex: re.Pattern[str] | None
+    rule: CacheRule
+
+
+class Lookup(NamedTuple):
+    """The outcome of a lookup: a hit to serve, or what the miss must do."""
+
+    entry: Entry | None      # a fresh entry to serve
+    collapsed: bool          # served after waiting for another request's fetch
+    lock: str | None         # the lock to release after storing (we fetch for others)
+    token: str | None
+    status: str              # Cache-Status for a miss or bypass
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """Route rules and limits of the response cache, checked at construction."""
+
+    rules: tuple[CacheRule, ...] = ()
+    default_ttl: int = 0
+    allowed_hosts: frozenset[str] | None = None
+    max_body_size: int = 1 << 20
+    lock_timeout: float = 10.0
+    lock_wait: float = 5.0
+    poll_interval: float = 0.02
+    _compiled: tuple[_Compiled, ...] = field(default=(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.default_ttl, bool) or not isinstance(self.default_ttl, int) or (
+                self.default_ttl < 0):
+            raise ConfigurationError(f"default_ttl={self.default_ttl!r}: whole seconds >= 0")
+        if not isinstance(self.max_body_size, int) or self.max_body_size < 0:
+            raise ConfigurationError(f"max_body_size={self.max_body_size!r}: bytes >= 0")
+        for name in ("lock_timeout", "lock_wait", "poll_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigurationError(f"{name}={value!r}: a positive number of seconds")
+        compiled = []
+        for rule in self.rules:
+            if not isinstance(rule, CacheRule):
+                raise ConfigurationError(f"rules: {rule!r} is not a CacheRule")
+            if rule.ttl is not None and (not isinstance(rule.ttl, int) or rule.ttl < 0):
+                raise ConfigurationError(f"CacheRule({rule.path!r}): ttl must be >= 0")
+            template, regex = compile_template(rule.path)
+            compiled.append(_Compiled(template, regex, rule))
+        object.__setattr__(self, "_compiled", tuple(compiled))
+
+    def rule_for(self, path: str) -> CacheRule | None:
+        normalized = normalize_path(path)
+        for template, regex, rule in self._compiled:
+            if (regex.fullmatch(normalized) is not None) if regex else template == normalized:
+                return rule
+        return None
+
+
+def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
+           ) -> Generator[Op, Any, Lookup]:
+    """Find a fresh entry for *request*, waiting (bounded) for a fetch already under way.
+
+    Only one request per variant fetches from the app (single flight); the others poll
+    the cache for its entry. They never receive another request's response directly: if
+    the fetched response was not storable (private, Set-Cookie, another Vary variant),
+    they find nothing and fetch their own.
+    """
+    deadline = time.monotonic() + policy.lock_wait
+    waited = False
+    while True:
+        record = yield ("get", primary)
+        variant = request.variant_key(primary, record.get("vary", ())) if isinstance(
+            record, dict) else None
+        if variant is not None:
+            entry = Entry.from_json((yield ("get", variant)))
+            if entry is not None and entry.fresh(time.time()):
+                return Lookup(entry, waited, None, None, "")
+        lock_name = (variant or primary) + ":lock"
+        token = yield ("lock", lock_name, policy.lock_timeout)
+        if token is not None:
+            return Lookup(None, False, lock_name, token, "fwd=uri-miss" if variant is None
+                          else "fwd=vary-miss" if record else "fwd=miss")
+        if time.monotonic() >= deadline:
+            # The fetch under way takes too long: fetch ourselves rather than wait more.
+            return Lookup(None, False, None, None, "fwd=miss; detail=lock-timeout")
+        waited = True
+        yield ("sleep", policy.poll_interval)
+
+
+def store(request: CacheRequest, primary: str, status: int,
+          headers: Sequence[tuple[str, str]], body: bytes, ttl: int,
+          ) -> Generator[Op, Any, None]:
+    """Store a storable response under its variant key, and the Vary record under the URI."""
+    vary = vary_names(headers) or ()
+    entry = Entry.build(status, headers, body, ttl)
+    variant = request.variant_key(primary, vary)
+    yield ("set", variant, entry.to_json(), ttl)
+    yield ("set", primary, {"vary": list(vary)}, ttl)
+    uri_tag = primary.split("#", 1)[0] + "#tag"
+    yield ("tag", uri_tag, variant, ttl)
+    yield ("tag", uri_tag, primary, ttl)
+
+
+def invalidate(primary: str) -> Generator[Op, Any, None]:
+    """After a successful unsafe request: drop every entry of the URI (all variants and
+    queries of the path), as RFC 9111 §4.4 asks."""
+    yield ("invalidate_tag", primary.split("#", 1)[0] + "#tag")
+
+
+def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
+                 status: int, headers: Sequence[tuple[str, str]]) -> tuple[int, str]:
+    """Seconds to store the response (0: not at all) and the reason when not."""
+    default = rule.ttl if rule is not None and rule.ttl is not None else policy.default_ttl
+    allow_authorized = rule.allow_authorized if rule is not None else False
+    verdict = storable(request, status, headers, default_ttl=default,
+                       allow_authorized=allow_authorized)
+    return verdict.ttl, verdict.reason
+
+
+def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
+                  ) -> str | None:
+    """Why *request* must not use the cache at all, or ``None``."""
+    if request.method not in SAFE_METHODS:
+        return "method"
+    if rule is not None and rule.exempt:
+        return "exempt"
+    directives = cache_control(request.header("cache-control"))
+    if "no-cache" in directives or "no-store" in directives:
+        return "request-no-cache"
+    if request.authorized and not (rule is not None and rule.allow_authorized):
+        return "authorized"
+    return None
+
+
+def header_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case names; repeated fields joined with ``", "``."""
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        name = name.lower()
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
