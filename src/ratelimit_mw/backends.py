@@ -47,7 +47,7 @@ _ASYNC_STRATEGIES: dict[str, Any] = {
 #: The first part of every Redis key we write: ``rlmw:<strategy>:rl/{<rule>/<identity>}/...``.
 KEY_PREFIX = "rlmw"
 _REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
-_OTHER_SCHEMES = ("redis+cluster", "redis+sentinel", "rediss+sentinel")
+_OTHER_SCHEMES = ("redis+cluster", "redis+sentinel")
 _SCHEMES = ("memory", *_REDIS_SCHEMES, *_OTHER_SCHEMES)
 
 #: A storage operation: takes a limits strategy, returns a value (sync) or awaitable (async).
@@ -413,6 +413,11 @@ class RateLimiter(_Limiter):
             error = self._wrap(exc)
             self.breaker.failure(error)
             raise error from exc
+        except BaseException:
+            # Cancelled (a client went away) or a bug: no answer about the storage, so
+            # a probe must not stay reserved for ever.
+            self.breaker.abandoned()
+            raise
 
     def check(self, plan: Plan) -> Decision:
         """Hit every limit of *plan* and return the decision with every quota."""
@@ -517,6 +522,11 @@ class AsyncRateLimiter(_Limiter):
             error = self._wrap(exc)
             self.breaker.failure(error)
             raise error from exc
+        except BaseException:
+            # Cancelled (a client went away) or a bug: no answer about the storage, so
+            # a probe must not stay reserved for ever.
+            self.breaker.abandoned()
+            raise
 
     def check_nowait(self, plan: Plan) -> Decision | None:
         """The decision for *plan* when it needs no I/O (``memory://``), else ``None``.

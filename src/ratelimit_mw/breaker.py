@@ -11,6 +11,7 @@ many requests fail in between.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -43,8 +44,8 @@ class CircuitBreaker:
     use the storage either: only one request pays a timeout at a time.
     """
 
-    __slots__ = ("_backoff", "_clock", "_current", "_max_backoff", "_on_event", "_open_until",
-                 "_probing", "name")
+    __slots__ = ("_backoff", "_clock", "_current", "_lock", "_max_backoff", "_on_event",
+                 "_open_until", "_probing", "name")
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class CircuitBreaker:
         self._on_event = on_event
         self._open_until: float | None = None  # None: closed, storage in use
         self._probing = False
+        self._lock = threading.Lock()
         self.name = name
 
     @property
@@ -76,10 +78,16 @@ class CircuitBreaker:
         until = self._open_until
         if until is None:
             return True
-        if self._probing or self._clock() < until:
-            return False
-        self._probing = True  # this request is the probe
-        return True
+        with self._lock:  # threaded WSGI: exactly one probe at a time
+            if self._probing or self._clock() < until:
+                return False
+            self._probing = True  # this request is the probe
+            return True
+
+    def abandoned(self) -> None:
+        """The request given :meth:`allow` ended without an answer (cancelled, or an
+        error that says nothing about the storage): let another request probe."""
+        self._probing = False
 
     def success(self) -> None:
         """The storage answered."""

@@ -187,3 +187,37 @@ async def test_async_limiter_pool_shared_by_middlewares(server: PrivateRedis) ->
                  (await a.get("/items/1")).status_code]
     assert codes == [200, 200, 429]  # one storage, one counter
     await limiter.aclose()
+
+
+async def test_cancelled_probe_does_not_wedge_the_breaker(server: PrivateRedis) -> None:
+    limiter = AsyncRateLimiter(server.url)
+    plan = _plan_x()
+    await limiter.acheck(plan)
+    server.pause()
+    try:
+        with pytest.raises(StorageError):
+            await limiter.acheck(plan)  # times out: the breaker opens
+        await asyncio.sleep(0.6)        # past the first back-off: the next call probes
+        probe = asyncio.ensure_future(limiter.acheck(plan))
+        await asyncio.sleep(0.05)
+        probe.cancel()                  # the client went away mid-probe
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+    finally:
+        server.resume()
+    deadline = time.monotonic() + 5
+    while True:  # a new probe is allowed, succeeds, and closes the breaker
+        try:
+            await limiter.acheck(plan)
+            break
+        except StorageUnavailableError:
+            assert time.monotonic() < deadline, "the breaker stayed open"
+            await asyncio.sleep(0.05)
+    assert not limiter.breaker.is_open
+    await limiter.aclose()
+
+
+def _plan_x() -> Any:
+    from ratelimit_mw.core import Policy
+
+    return Policy(default_limits="100/minute").plan(_info("/x"))

@@ -86,3 +86,15 @@ def test_bad_backoff_rejected() -> None:
         CircuitBreaker(backoff=0)
     with pytest.raises(ValueError, match="backoff"):
         CircuitBreaker(backoff=5, max_backoff=1)
+
+
+def test_an_abandoned_probe_lets_another_request_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(backoff=1.0, clock=clock)
+    breaker.failure(OSError())
+    clock.now += 1.0
+    assert breaker.allow()      # the probe...
+    breaker.abandoned()         # ...was cancelled before Redis answered
+    assert breaker.allow()      # another request may probe at once
+    breaker.success()
+    assert not breaker.is_open
