@@ -53,7 +53,7 @@ class HeaderRenderer:
     Header names and policy strings are prepared once per policy, not per request.
     """
 
-    __slots__ = ("_draft", "_legacy", "_policy_cache")
+    __slots__ = ("_bytes_cache", "_draft", "_legacy", "_policy_cache")
 
     def __init__(self, mode: str = "both") -> None:
         if mode not in _MODES:
@@ -61,13 +61,44 @@ class HeaderRenderer:
         self._draft = mode in ("draft", "both")
         self._legacy = mode in ("legacy", "both")
         self._policy_cache: dict[tuple[str, int, int], tuple[str, str]] = {}
+        self._bytes_cache: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
 
     def render_asgi(self, decision: Decision, *, shadow: bool = False,
                     ) -> list[tuple[bytes, bytes]]:
         """:meth:`render` as ASGI wants it: lower-case names, latin-1 bytes."""
+        quotas = decision.quotas
+        if len(quotas) == 1 and decision.allowed:
+            # The common case, straight to bytes (the same fields as render() gives).
+            quota = quotas[0]
+            item = decision.plan.items[0]
+            remaining = quota.remaining if quota.remaining > 0 else 0
+            now = time.time()
+            out: list[tuple[bytes, bytes]] = []
+            if self._draft:
+                name, policy = self._policy_bytes(item.policy, item.limit.amount,
+                                                  item.limit.get_expiry())
+                delay = math.ceil(quota.reset_at - now)
+                out.append((b"ratelimit-policy", policy))
+                out.append((b"ratelimit", b"%s;r=%d;t=%d" % (name, remaining,
+                                                            delay if delay > 0 else 0)))
+            if self._legacy:
+                out.append((b"x-ratelimit-limit", b"%d" % quota.limit.amount))
+                out.append((b"x-ratelimit-remaining", b"%d" % remaining))
+                out.append((b"x-ratelimit-reset", b"%d" % math.ceil(quota.reset_at)))
+            return out
         names = _ASGI_NAMES
         return [(names[name], value.encode())
                 for name, value in self.render(decision, shadow=shadow)]
+
+    def _policy_bytes(self, name: str, quota: int, window: int) -> tuple[bytes, bytes]:
+        cache_key = (name, quota, window)
+        found = self._bytes_cache.get(cache_key)
+        if found is None:
+            text_name, text_policy = self._policy(name, quota, window)
+            if len(self._bytes_cache) > 4096:
+                self._bytes_cache.clear()
+            found = self._bytes_cache[cache_key] = (text_name.encode(), text_policy.encode())
+        return found
 
     def render(self, decision: Decision, now: float | None = None, *,
                shadow: bool = False) -> list[tuple[str, str]]:

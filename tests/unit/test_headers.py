@@ -451,3 +451,13 @@ def test_unavailable_body() -> None:
     assert body["status"] == 503
     assert body["type"] == "about:blank"
     assert PROBLEM_JSON == "application/problem+json"
+
+
+@pytest.mark.parametrize("mode", ["draft", "legacy", "both", "none"])
+@pytest.mark.parametrize("d", [decision(LOGIN), decision(LOGIN, HOURLY), decision(REFUSED)])
+def test_render_asgi_equals_render_encoded(mode: str, d: Decision) -> None:
+    # render_asgi has a fast path for one allowed quota: it must say exactly what
+    # render() says (the clock is read separately, so compare with t taken now).
+    renderer = HeaderRenderer(mode)
+    expected = [(n.lower().encode(), v.encode()) for n, v in renderer.render(d)]
+    assert renderer.render_asgi(d) == expected
