@@ -8,6 +8,7 @@ limiters only differ in how they run an operation: ``op(strategy)`` or
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Generator
@@ -81,7 +82,8 @@ class RedisOptions:
         for name, value in (("socket_timeout", socket_timeout),
                             ("socket_connect_timeout", socket_connect_timeout),
                             ("pool_timeout", pool_timeout)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    0 < value < math.inf):  # nan fails both comparisons
                 raise ConfigurationError(f"RedisOptions({name}={value!r}): must be a "
                                          "positive number of seconds")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or (

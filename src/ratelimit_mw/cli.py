@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -19,10 +20,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from limits import RateLimitItem
+
 from .backends import RateLimiter, RedisOptions, mask_url, resolve_storage_url
 from .config import Settings, load_settings
 from .errors import ConfigurationError, RateLimitMWError
-from .rules import parse_limits
+from .rules import compile_template, parse_limits
 
 __all__ = ["main"]
 
@@ -154,17 +157,28 @@ def check(url: str | None, timeout: float, out: TextIO) -> int:
     return 1 if report.failed else 0
 
 
-def _rule_limits(settings: Settings, rule: str) -> list[str]:
-    """The limits of the rule named (or templated) *rule* in *settings*."""
+def _find_rule(settings: Settings,
+               rule: str) -> tuple[str, tuple[RateLimitItem, ...]] | None:
+    """The counter name and the limits of the rule named (or templated) *rule* in
+    *settings*; ``None`` when there is no such rule.
+
+    The counter is the one the middleware uses: the rule's *name*, else its normalised
+    template. Looking a named rule up by its path used to read (and reset) a counter
+    of the path that nothing writes, and a path written ``/login/`` in the file was not
+    found as ``/login``.
+    """
+    default = parse_limits(settings.default_limits, "default_limits")
     if rule == "default":
-        return [settings.default_limits] if settings.default_limits else []
-    for spec in settings.rules:
-        if rule in (spec.get("name"), spec.get("path")):
-            limits = spec.get("limits") or settings.default_limits
-            if limits is None:
-                return []
-            return [limits] if isinstance(limits, str) else list(limits)
-    return []
+        return "default", default
+    wanted = {rule}
+    if rule.startswith("/"):
+        with contextlib.suppress(ConfigurationError):
+            wanted.add(compile_template(rule)[0])
+    for entry in settings.rule_objects():
+        compiled = entry._compiled
+        if wanted & {compiled.name, compiled.template}:
+            return compiled.name, () if compiled.exempt else (compiled.limits or default)
+    return None
 
 
 def _limiter_for(args: argparse.Namespace, settings: Settings) -> RateLimiter:
@@ -175,18 +189,20 @@ def _limiter_for(args: argparse.Namespace, settings: Settings) -> RateLimiter:
 
 def inspect(args: argparse.Namespace, settings: Settings, out: TextIO, *,
             clear: bool = False) -> int:
-    specs = [args.limit] if args.limit else _rule_limits(settings, args.rule)
-    if not specs:
+    found = _find_rule(settings, args.rule)
+    counter = found[0] if found else args.rule
+    known = found[1] if found else ()
+    items = parse_limits(args.limit, "--limit") if args.limit else known
+    if not items:
         out.write(f"no limits known for rule {args.rule!r}: pass --limit, or a --config "
                   "that has the rule\n")
         return 2
-    items = [item for spec in specs for item in parse_limits(spec, "--limit")]
     limiter = _limiter_for(args, settings)
     try:
         for item in items:
             if clear:
-                limiter.reset(item, args.rule, args.identity)
-            quota = limiter.peek(item, args.rule, args.identity)
+                limiter.reset(item, counter, args.identity)
+            quota = limiter.peek(item, counter, args.identity)
             reset_in = max(0.0, quota.reset_at - time.time())
             out.write(f"{args.rule} {item!r} for {args.identity}: {quota.remaining}/"
                       f"{item.amount} left, resets in {reset_in:.0f}s"

@@ -27,6 +27,7 @@ Example ``ratelimit.toml``::
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ from typing import Any
 
 from . import keys as key_functions
 from .backends import RedisOptions, mask_url, resolve_storage_url
+from .core import Policy
 from .errors import ConfigurationError
 from .headers import _MODES as HEADER_MODES
 from .keys import KeyFunc
@@ -92,9 +94,19 @@ class Settings:
             parse_limits(self.default_limits, "default_limits")
         if not isinstance(self.shadow, bool):
             raise ConfigurationError(f"shadow={self.shadow!r}: must be true or false")
+        for name in ("socket_timeout", "socket_connect_timeout", "pool_timeout"):
+            value = getattr(self, name)
+            # TOML and float() both accept nan and inf, and RedisOptions let them through:
+            # the socket then failed on every request (ValueError, OverflowError).
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigurationError(f"{name}={value!r}: must be a positive number of "
+                                         "seconds")
         self.redis_options()  # validates the numbers
-        self.key_function()
-        self.rule_objects()
+        # What the middleware builds from these, built once here so that every mistake
+        # shows at load: a rule without limits and no default_limits passed load (and
+        # `ratelimit-mw config`) and failed only when the middleware was constructed.
+        Policy(default_limits=self.default_limits, key=self.key_function(),
+               rules=self.rule_objects(), shadow=self.shadow)
 
     def redis_options(self) -> RedisOptions:
         return RedisOptions(socket_timeout=self.socket_timeout,
@@ -104,11 +116,22 @@ class Settings:
 
     def key_function(self) -> KeyFunc | None:
         """The ``[key]`` table as a key function (``None``: the socket peer's IP)."""
+        if not isinstance(self.key, Mapping):
+            # dict("client_ip") raised a bare ValueError.
+            raise ConfigurationError(f"key={self.key!r}: write it as a [key] table, "
+                                     "e.g. {kind = \"client_ip\"}")
         return _key_from(dict(self.key), "key") if self.key else None
 
     def rule_objects(self) -> list[Rule]:
-        return [_rule_from(dict(spec), f"rules[{index}]")
-                for index, spec in enumerate(self.rules)]
+        rules = []
+        for index, spec in enumerate(self.rules):
+            if not isinstance(spec, Mapping):
+                # rules = ["/login"] raised a bare ValueError from dict(), rules = [1] an
+                # error that named neither the field nor the value.
+                raise ConfigurationError(f"rules[{index}]={spec!r}: write each rule as a "
+                                         "[[rules]] table")
+            rules.append(_rule_from(dict(spec), f"rules[{index}]"))
+        return rules
 
     def middleware_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`RateLimitMiddleware` or the WSGI one."""
@@ -147,8 +170,13 @@ def _key_from(spec: dict[str, Any], where: str) -> KeyFunc:
     try:
         factory = getattr(key_functions, kind)
         return factory(**spec)  # type: ignore[no-any-return]
-    except TypeError as error:
-        raise ConfigurationError(f"{where}: {error} (kind={kind!r})") from None
+    except ConfigurationError as error:
+        # Said where: a bad option of a rule's key named neither the rule nor the table.
+        raise ConfigurationError(f"{where}: {error}") from None
+    except (TypeError, AttributeError) as error:
+        # AttributeError: a wrong type of option, e.g. header's name = 5 (5.lower()).
+        raise ConfigurationError(f"{where}: {error} (kind={kind!r}, options "
+                                 f"{spec!r})") from None
 
 
 def _rule_from(spec: dict[str, Any], where: str) -> Rule:
@@ -158,9 +186,13 @@ def _rule_from(spec: dict[str, Any], where: str) -> Rule:
                                  f"{', '.join(sorted(_RULE_FIELDS))}")
     if "path" not in spec:
         raise ConfigurationError(f"{where}: a rule needs a path")
+    if not isinstance(spec.get("exempt", False), bool):
+        # Rule() takes any truthy value: exempt = "false" exempted the route silently.
+        raise ConfigurationError(f"{where}.exempt={spec['exempt']!r}: must be true or false")
     if "key" in spec:
         if not isinstance(spec["key"], Mapping):
-            raise ConfigurationError(f"{where}.key: a table like {{kind = \"api_key\"}}")
+            raise ConfigurationError(f"{where}.key={spec['key']!r}: write a table like "
+                                     "{kind = \"api_key\"}")
         spec["key"] = _key_from(dict(spec["key"]), f"{where}.key")
     try:
         return Rule(**spec)
@@ -199,7 +231,8 @@ def _convert(name: str, raw: str, kind: type) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r}: must be a {kind.__name__}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigurationError(f"{name}={raw!r}: must be {what}") from None
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -217,7 +250,8 @@ def _from_file(path: Path) -> dict[str, Any]:
                                  f"{sorted(unknown)}; use {', '.join(sorted(known))}")
     if "rules" in data:
         if not isinstance(data["rules"], list):
-            raise ConfigurationError("rules: write them as [[rules]] tables")
+            raise ConfigurationError(f"rules={data['rules']!r}: write them as [[rules]] "
+                                     "tables")
         data["rules"] = tuple(data["rules"])
     return data
 

@@ -218,6 +218,9 @@ class CompiledRule:
             if "GET" in methods:
                 methods |= {"HEAD"}
         limits = parse_limits(rule.limits, where)
+        if not isinstance(rule.exempt, bool):
+            raise ConfigurationError(f"{where}: exempt must be True or False, "
+                                     f"got {rule.exempt!r}")
         if rule.exempt and limits:
             raise ConfigurationError(f"{where}: an exempt rule takes no limits")
         keys = key_functions(rule.key, where)

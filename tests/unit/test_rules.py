@@ -411,3 +411,16 @@ def test_table_matches_like_a_linear_scan(spec: list[tuple[str, int]], path: str
              for i, (t, m) in enumerate(spec)]
     expected = next((r._compiled for r in rules if r._compiled.matches(path, method)), None)
     assert RuleTable(rules).match(RequestInfo(method, path)) is expected
+
+
+def test_exempt_must_be_a_bool() -> None:
+    with pytest.raises(ConfigurationError, match="exempt must be True or False"):
+        Rule("/x", exempt="false")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 0])
+def test_redis_options_reject_non_finite(value: float) -> None:
+    from ratelimit_mw import RedisOptions
+
+    with pytest.raises(ConfigurationError, match="socket_timeout"):
+        RedisOptions(socket_timeout=value)

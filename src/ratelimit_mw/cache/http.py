@@ -34,6 +34,13 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
 NOT_STORED = frozenset({"set-cookie", "ratelimit", "ratelimit-policy", "x-ratelimit-limit",
                         "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "age",
                         "cache-status", "date"}) | HOP_BY_HOP
+#: Field-name prefixes never stored: every RateLimit* and X-RateLimit-* field, whatever its
+#: draft (``RateLimit-Remaining``, ``X-RateLimit-Used``, ...), not only the ones we emit.
+#: (The exact names above missed those, and a hit replayed a stale quota.)
+NOT_STORED_PREFIXES = ("ratelimit", "x-ratelimit-")
+#: A field name (RFC 9110 token) and a value a server may send (no CR, LF or NUL).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[^\r\n\0]*")
 #: Request headers apps use to build URLs without listing them in Vary: part of every key,
 #: so a forged value can only ever reach its own entry (the classic cache-poisoning path).
 KEYED_HEADERS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-scheme",
@@ -232,8 +239,12 @@ class Entry(NamedTuple):
     @classmethod
     def build(cls, status: int, headers: Sequence[tuple[str, str]], body: bytes,
               ttl: int, now: float | None = None) -> Entry:
+        # The fields a Connection header lists are hop-by-hop too (RFC 9110 §7.6.1);
+        # they used to be stored and replayed to every client.
+        listed = {option.strip().lower() for name, value in headers
+                  if name.lower() == "connection" for option in value.split(",")}
         kept = tuple((name, value) for name, value in headers
-                     if name.lower() not in NOT_STORED)
+                     if not _not_stored(name.lower(), listed))
         etag = next((value for name, value in kept if name.lower() == "etag"), None)
         if etag is None:
             etag = etag_for(body)
@@ -251,12 +262,20 @@ class Entry(NamedTuple):
         try:
             if data.get("v") != 1:
                 return None
-            return cls(int(data["status"]),
-                       tuple((str(n), str(v)) for n, v in data["headers"]),
-                       base64.b64decode(data["body"], validate=True),
-                       float(data["stored_at"]), int(data["ttl"]), str(data["etag"]))
+            entry = cls(int(data["status"]),
+                        tuple((str(n), str(v)) for n, v in data["headers"]),
+                        base64.b64decode(data["body"], validate=True),
+                        float(data["stored_at"]), int(data["ttl"]), str(data["etag"]))
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
+        # A damaged entry must be a miss, not a 500: a status we never store made the
+        # WSGI hit raise (HTTPStatus(299)), a non-latin-1 header value the ASGI hit; CR/LF
+        # in a field would be header injection.
+        if entry.status not in CACHEABLE_STATUSES or not all(
+                _TOKEN.fullmatch(n) and _FIELD_VALUE.fullmatch(v) and _latin1(v)
+                for n, v in entry.headers):
+            return None
+        return entry
 
     def age(self, now: float) -> int:
         return max(0, int(now - self.stored_at))
@@ -270,11 +289,26 @@ class Entry(NamedTuple):
         age = self.age(now)
         status_field = f"ratelimit-mw; hit; ttl={self.ttl - age}" + (
             "; collapsed" if collapsed else "")
-        if etag_matches(request.header("if-none-match"), self.etag):
+        # Preconditions apply only where the response would be 2xx (RFC 9110 §13.2.1):
+        # ``If-None-Match: *`` used to turn a cached 404 (or 301) into a 304.
+        if 200 <= self.status < 300 and etag_matches(request.header("if-none-match"),
+                                                     self.etag):
             kept = [(n, v) for n, v in self.headers if n.lower() in _NOT_MODIFIED_FIELDS]
             return 304, [*kept, ("age", str(age)), ("cache-status", status_field)], b""
         headers = [*self.headers, ("age", str(age)), ("cache-status", status_field)]
         return self.status, headers, b"" if request.method == "HEAD" else self.body
+
+
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_stored(name: str, listed: set[str]) -> bool:
+    return name in NOT_STORED or name in listed or name.startswith(NOT_STORED_PREFIXES)
 
 
 #: What a 304 carries (RFC 9110 §15.4.5).

@@ -122,7 +122,10 @@ class RedisCache(_RedisBase):
         if pool is None:
             pool = redis.BlockingConnectionPool.from_url(_client_url(url or ""),
                                                          **self.options.pool_kwargs())
-        return redis.Redis(connection_pool=pool)
+            # from_pool: the client owns the pool we built, so close() disconnects it.
+            # (Redis(connection_pool=pool) never closes it: close() leaked its sockets.)
+            return redis.Redis.from_pool(pool)
+        return redis.Redis(connection_pool=pool)  # the caller's pool: theirs to close
 
     def _call(self, default: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.breaker.allow():
@@ -210,7 +213,10 @@ class AsyncRedisCache(_RedisBase):
         if pool is None:
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 _client_url(url or ""), **self.options.pool_kwargs())
-        return redis.asyncio.Redis(connection_pool=pool)
+            # from_pool: aclose() disconnects the pool we built (it used to leak it, and
+            # redis-py warned "unclosed Connection" when it was collected).
+            return redis.asyncio.Redis.from_pool(pool)
+        return redis.asyncio.Redis(connection_pool=pool)  # the caller's pool: theirs
 
     async def _call(self, default: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.breaker.allow():
