@@ -8,6 +8,7 @@ limiters only differ in how they run an operation: ``op(strategy)`` or
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -284,6 +285,8 @@ class _Limiter:
         #: The in-process store for ``memory://``; ``None`` for every other storage.
         self.memory: MemoryStore | None = None
         self._scripts: ScriptPath | None = None
+        self._needs_init = False
+        self._init_lock: asyncio.Lock | None = None
         self.strategy: Any = None
         self.storage: Any
         if isinstance(storage, str) or storage is None:
@@ -309,6 +312,9 @@ class _Limiter:
         # Redis storages check a whole plan in one script call; others (memcached,
         # MongoDB, ...) go through limits' strategies, one call per operation.
         self._scripts = ScriptPath.for_storage(self.storage, strategy)
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        self._needs_init = type(client).__name__ == "RedisCluster" and hasattr(
+            client, "initialize")
 
     def _flow(self, plan: Plan) -> Generator[Op, Any, Decision]:
         return self._scripts.flow(plan) if self._scripts else _check_flow(plan)
@@ -411,7 +417,10 @@ class RateLimiter(_Limiter):
         except StopIteration as done:
             self.breaker.success()
             return done.value  # type: ignore[no-any-return]
-        except self._errors as exc:
+        except Exception as exc:
+            # Only storage calls run here: whatever they raise (a redis-py error, or a
+            # RuntimeError from a connection closed under it) is a storage failure, for
+            # on_storage_error to decide, never a 500.
             error = self._wrap(exc)
             self.breaker.failure(error)
             raise error from exc
@@ -514,13 +523,18 @@ class AsyncRateLimiter(_Limiter):
         if not self.breaker.allow():
             raise StorageUnavailableError(self._skipped)
         try:
+            if self._needs_init:
+                await self._initialize()
             op = next(flow)
             while True:
                 op = flow.send(await op(self.strategy))
         except StopIteration as done:
             self.breaker.success()
             return done.value  # type: ignore[no-any-return]
-        except self._errors as exc:
+        except Exception as exc:
+            # Only storage calls run here: whatever they raise (a redis-py error, or a
+            # RuntimeError from a connection closed under it) is a storage failure, for
+            # on_storage_error to decide, never a 500.
             error = self._wrap(exc)
             self.breaker.failure(error)
             raise error from exc
@@ -529,6 +543,17 @@ class AsyncRateLimiter(_Limiter):
             # a probe must not stay reserved for ever.
             self.breaker.abandoned()
             raise
+
+    async def _initialize(self) -> None:
+        # redis-py's async RedisCluster routes nothing by slot until initialize() ran;
+        # concurrent first commands then meet MOVED replies, and after a few of those it
+        # closes connections other requests are using. Initialise once, first.
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if self._needs_init:
+                await self.storage.bridge.storage.initialize()
+                self._needs_init = False
 
     def check_nowait(self, plan: Plan) -> Decision | None:
         """The decision for *plan* when it needs no I/O (``memory://``), else ``None``.

@@ -96,7 +96,7 @@ class CircuitBreaker:
         self._open_until = None
         self._probing = False
         self._current = self._backoff
-        logger.warning("%s is answering again; rate limiting uses it again", self.name)
+        logger.warning("%s is answering again; using it again", self.name)
         self._emit("storage_up", None)
 
     def failure(self, error: BaseException) -> None:

@@ -16,6 +16,7 @@ from .flow import (
     bypass_reason,
     header_dict,
     invalidate,
+    invalidates,
     lookup,
     response_ttl,
     store,
@@ -78,6 +79,8 @@ class ResponseCacheMiddleware:
                 if op[0] == "sleep":
                     await asyncio.sleep(op[1])
                     result = None
+                elif op[0] == "connected":  # a property, not a call
+                    result = self.cache.connected
                 else:
                     result = await getattr(self.cache, op[0])(*op[1:])
                 op = flow.send(result)
@@ -89,7 +92,7 @@ class ResponseCacheMiddleware:
             await self.app(scope, receive, send)
             return
         request = _request(scope)
-        rule = self.policy.rule_for(request.path)
+        rule = self.policy.rule_for(_route_path(request.path, scope))
         primary = request.primary_key("", self.policy.allowed_hosts)
         reason = bypass_reason(self.policy, rule, request)
         if reason == "method":
@@ -117,9 +120,9 @@ class ResponseCacheMiddleware:
 
     async def _unsafe(self, scope: Scope, receive: Receive, send: Send,
                       primary: str | None) -> None:
-        recorder = _Recorder(send, None, 0)
+        recorder = _Recorder(send, "fwd=method", 0)
         await self.app(scope, receive, recorder)
-        if primary is not None and recorder.status is not None and recorder.status < 400:
+        if primary is not None and invalidates(scope.get("method", ""), recorder.status):
             await self._run(invalidate(primary))
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
@@ -154,13 +157,20 @@ def _request(scope: Scope) -> CacheRequest:
     headers = header_dict((k.decode("latin-1"), v.decode("latin-1"))
                           for k, v in scope.get("headers", ()))
     raw = scope.get("raw_path")
+    # The key holds the whole path the client asked for. It used to drop root_path, so two
+    # apps mounted at /v1 and /v2 on one store served each other's /items.
     path = raw.decode("latin-1") if raw else scope.get("path", "/")
-    root = scope.get("root_path") or ""
-    if root and path.startswith(root):
-        path = path[len(root):] or "/"
     return CacheRequest(scope.get("method", "GET"), scope.get("scheme", "http"),
                         headers.get("host"), path.split("?", 1)[0],
                         scope.get("query_string", b"").decode("latin-1"), headers)
+
+
+def _route_path(path: str, scope: Scope) -> str:
+    """The path the app routes (without root_path): what CacheRule templates match."""
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+        return path[len(root):] or "/"
+    return path
 
 
 async def _send_entry(send: Send, response: tuple[int, list[tuple[str, str]], bytes]) -> None:

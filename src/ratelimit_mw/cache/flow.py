@@ -114,24 +114,54 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
     """
     deadline = time.monotonic() + policy.lock_wait
     waited = False
+    waited_on: str | None = None
     while True:
         record = yield ("get", primary)
-        variant = request.variant_key(primary, record.get("vary", ())) if isinstance(
-            record, dict) else None
+        vary = _vary_record(record)
+        variant = request.variant_key(primary, vary) if vary is not None else None
         if variant is not None:
             entry = Entry.from_json((yield ("get", variant)))
             if entry is not None and entry.fresh(time.time()):
                 return Lookup(entry, waited, None, None, "")
+        status = ("fwd=uri-miss" if variant is None else "fwd=vary-miss" if record
+                  else "fwd=miss")
+        if request.method != "GET":
+            # A HEAD response is never stored: it must not hold (or wait for) the lock.
+            # Holding it, a HEAD (a health check) made the GETs waiting behind it find
+            # nothing and all call the app.
+            return Lookup(None, False, None, None, status)
         lock_name = (variant or primary) + ":lock"
         token = yield ("lock", lock_name, policy.lock_timeout)
         if token is not None:
-            return Lookup(None, False, lock_name, token, "fwd=uri-miss" if variant is None
-                          else "fwd=vary-miss" if record else "fwd=miss")
+            if lock_name == waited_on:
+                # We waited for this very fetch and it left nothing for us (private,
+                # Set-Cookie, an error status...): fetch beside the other waiters. Holding
+                # the lock made every waiter of an uncacheable URL call the app one after
+                # another (N x its latency), until lock_wait ran out.
+                yield ("unlock", lock_name, token)
+                return Lookup(None, False, None, None, "fwd=miss; detail=not-stored")
+            return Lookup(None, False, lock_name, token, status)
+        if not (yield ("connected",)):
+            # The store is down (a failed lock is no sign of another fetch): waiting until
+            # lock_wait used to add 5 s to every request of an outage.
+            return Lookup(None, False, None, None, "fwd=miss; detail=cache-down")
         if time.monotonic() >= deadline:
             # The fetch under way takes too long: fetch ourselves rather than wait more.
             return Lookup(None, False, None, None, "fwd=miss; detail=lock-timeout")
         waited = True
+        waited_on = lock_name
         yield ("sleep", policy.poll_interval)
+
+
+def _vary_record(record: Any) -> tuple[str, ...] | None:
+    """The Vary names of a URI record, ``None`` when there is none or it is damaged (a
+    damaged record, e.g. ``{"vary": 5}``, used to raise: a 500 instead of a miss)."""
+    if not isinstance(record, dict):
+        return None
+    vary = record.get("vary", ())
+    if not isinstance(vary, list | tuple) or not all(isinstance(v, str) for v in vary):
+        return None
+    return tuple(vary)
 
 
 def store(request: CacheRequest, primary: str, status: int,
@@ -146,6 +176,17 @@ def store(request: CacheRequest, primary: str, status: int,
     uri_tag = primary.split("#", 1)[0] + "#tag"
     yield ("tag", uri_tag, variant, ttl)
     yield ("tag", uri_tag, primary, ttl)
+
+
+#: Methods that never invalidate: safe ones (RFC 9110 §9.2.1). OPTIONS (every CORS
+#: preflight) and TRACE used to drop the URI's entries.
+_NEVER_INVALIDATE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def invalidates(method: str, status: int | None) -> bool:
+    """Does this response to *method* invalidate its URI (RFC 9111 §4.4: an unsafe method
+    and a non-error status)?"""
+    return method not in _NEVER_INVALIDATE and status is not None and 200 <= status < 400
 
 
 def invalidate(primary: str) -> Generator[Op, Any, None]:

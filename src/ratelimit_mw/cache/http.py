@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote
 
@@ -77,6 +78,23 @@ def _seconds(value: str | None) -> int | None:
     if value is None or not value.strip().isdigit():
         return None  # an invalid delta-seconds makes the directive void (RFC 9111 §1.2.2)
     return int(value)
+
+
+def _expires_in(expires: str, date: str | None) -> int:
+    """Seconds from the response's ``Date`` (else now) to ``Expires``; 0 for an invalid
+    date such as ``"0"``, which means "already expired" (RFC 9111 §5.3)."""
+    until = _http_date(expires)
+    if until is None:
+        return 0
+    start = _http_date(date) if date else None
+    return max(0, int(until - (time.time() if start is None else start)))
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def normalize_query(query: str) -> str:
@@ -202,6 +220,12 @@ def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, st
     ttl = shared_max_age
     if ttl is None:
         ttl = _seconds(response_cc.get("max-age"))
+    if ttl is None:
+        # Expires is explicit freshness too (RFC 9111 §4.2.1): the rule's ttl (a
+        # heuristic) used to override it, so an Expires in the past was stored anyway.
+        expires = next((v for n, v in lowered if n == "expires"), None)
+        if expires is not None:
+            ttl = _expires_in(expires, next((v for n, v in lowered if n == "date"), None))
     if ttl is None:
         ttl = default_ttl
     age = _seconds(next((v for n, v in lowered if n == "age"), None)) or 0

@@ -30,15 +30,20 @@ return 0
 """
 
 
-# A tag set lives as long as its longest-lived member.
+# A tag is a sorted set of keys scored by when they expire (server time); it lives as long as
+# its longest-lived member. Expired members are dropped on every tag: a plain set whose TTL
+# every store pushed back grew for ever under a stream of distinct queries of one path.
 _TAG = """
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+local now = tonumber(redis.call('TIME')[1])
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
 return 1
 """
 # Members may live in other slots on a cluster: delete them one call each.
 _INVALIDATE = """
-local members = redis.call('SMEMBERS', KEYS[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local removed = 0
 for _, key in ipairs(members) do removed = removed + redis.call('DEL', key) end
 redis.call('DEL', KEYS[1])
@@ -144,7 +149,13 @@ class RedisCache(_RedisBase):
 
     def set(self, name: str, value: Any, ttl: int | None = None) -> bool:
         """Store *value* as JSON, expiring after *ttl* seconds; ``False`` if not stored."""
-        return bool(self._call(False, self.client.set, self.key(name), _dumps(value), ex=ttl))
+        data = _dumps(value)
+        if ttl is not None and ttl <= 0:
+            # Already expired. Redis refuses EX 0 with an error, which the breaker took
+            # for an outage (a WARNING, and no caching for the back-off).
+            self.delete(name)
+            return False
+        return bool(self._call(False, self.client.set, self.key(name), data, ex=ttl))
 
     def delete(self, *names: str) -> int:
         """Remove keys; the number removed (0 on an outage)."""
@@ -156,7 +167,7 @@ class RedisCache(_RedisBase):
         """A token if the lock *name* was free (and is now ours for *ttl* s), else ``None``."""
         token = uuid.uuid4().hex
         ok = self._call(None, self.client.set, self.key(name), token, nx=True,
-                        px=int(ttl * 1000))
+                        px=_millis(ttl))
         return token if ok else None
 
     def unlock(self, name: str, token: str) -> None:
@@ -233,8 +244,11 @@ class AsyncRedisCache(_RedisBase):
         return _loads(await self._call(None, self.client.get, self.key(name)))
 
     async def set(self, name: str, value: Any, ttl: int | None = None) -> bool:
-        return bool(await self._call(False, self.client.set, self.key(name), _dumps(value),
-                                     ex=ttl))
+        data = _dumps(value)
+        if ttl is not None and ttl <= 0:  # already expired (see RedisCache.set)
+            await self.delete(name)
+            return False
+        return bool(await self._call(False, self.client.set, self.key(name), data, ex=ttl))
 
     async def delete(self, *names: str) -> int:
         if not names:
@@ -244,7 +258,7 @@ class AsyncRedisCache(_RedisBase):
     async def lock(self, name: str, ttl: float) -> str | None:
         token = uuid.uuid4().hex
         ok = await self._call(None, self.client.set, self.key(name), token, nx=True,
-                              px=int(ttl * 1000))
+                              px=_millis(ttl))
         return token if ok else None
 
     async def unlock(self, name: str, token: str) -> None:
@@ -286,6 +300,11 @@ class AsyncRedisCache(_RedisBase):
         await self.client.aclose()
 
 
+def _millis(ttl: float) -> int:
+    # PX 0 is an error to Redis (counted as an outage): a lock lives at least 1 ms.
+    return max(1, int(ttl * 1000))
+
+
 def _batches(keys: Iterator[Any], size: int = 500) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for key in keys:
@@ -310,7 +329,7 @@ class MemoryCache:
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self._data: dict[str, tuple[float, str]] = {}
-        self._tags: dict[str, set[str]] = {}
+        self._tags: dict[str, dict[str, float]] = {}  # tag -> {member: expires at}
         self._lock = threading.Lock()
         self.max_entries = max_entries
         self.prefix = ""
@@ -329,6 +348,10 @@ class MemoryCache:
             return _loads(self._live(name, time.monotonic()))
 
     def set(self, name: str, value: Any, ttl: int | None = None) -> bool:
+        data = _dumps(value)
+        if ttl is not None and ttl <= 0:  # already expired: as the Redis caches do
+            self.delete(name)
+            return False
         with self._lock:
             now = time.monotonic()
             if len(self._data) >= self.max_entries:
@@ -336,7 +359,7 @@ class MemoryCache:
                     del self._data[key]
                 if len(self._data) >= self.max_entries:  # still full: drop the oldest
                     self._data.pop(next(iter(self._data)))
-            self._data[name] = (now + (ttl if ttl is not None else 10**9), _dumps(value))
+            self._data[name] = (now + (ttl if ttl is not None else 10**9), data)
         return True
 
     def delete(self, *names: str) -> int:
@@ -357,12 +380,22 @@ class MemoryCache:
                 del self._data[name]
 
     def tag(self, tag: str, name: str, ttl: int) -> None:
+        # Members expire with their entries and tags with their last member: tags used to
+        # be kept for ever (max_entries bounded the entries, not their tags).
         with self._lock:
-            self._tags.setdefault(tag, set()).add(name)
+            now = time.monotonic()
+            members = self._tags.setdefault(tag, {})
+            for member in [m for m, until in members.items() if until <= now]:
+                del members[member]
+            members[name] = now + ttl
+            if len(self._tags) > self.max_entries:
+                for key in [k for k, m in self._tags.items()
+                            if all(until <= now for until in m.values())]:
+                    del self._tags[key]
 
     def invalidate_tag(self, tag: str) -> int:
         with self._lock:
-            members = self._tags.pop(tag, set())
+            members = self._tags.pop(tag, {})
             return sum(self._data.pop(n, None) is not None for n in members)
 
     def delete_prefix(self, prefix: str) -> int:

@@ -17,6 +17,7 @@ from .flow import (
     bypass_reason,
     header_dict,
     invalidate,
+    invalidates,
     lookup,
     response_ttl,
     store,
@@ -70,6 +71,8 @@ class WSGIResponseCacheMiddleware:
                 if op[0] == "sleep":
                     time.sleep(op[1])
                     result = None
+                elif op[0] == "connected":  # a property, not a call
+                    result = self.cache.connected
                 else:
                     result = getattr(self.cache, op[0])(*op[1:])
                 op = flow.send(result)
@@ -78,16 +81,15 @@ class WSGIResponseCacheMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _request(environ)
-        rule = self.policy.rule_for(request.path)
+        rule = self.policy.rule_for(environ.get("PATH_INFO") or "/")
         primary = request.primary_key("", self.policy.allowed_hosts)
         reason = bypass_reason(self.policy, rule, request)
         if reason == "method":
-            recorder = _Recorder(start_response, None)
+            recorder = _Recorder(start_response, "fwd=method")
             result = self.app(environ, recorder)
 
             def after_unsafe(_capture: _Capture) -> None:
-                if primary is not None and recorder.status is not None and (
-                        recorder.status < 400):
+                if primary is not None and invalidates(request.method, recorder.status):
                     self._run(invalidate(primary))
 
             return _Capture(result, recorder, 0, after_unsafe)
@@ -105,7 +107,8 @@ class WSGIResponseCacheMiddleware:
         def after(capture: _Capture) -> None:
             try:
                 status_code = recorder.status
-                if request.method == "GET" and capture.complete and status_code is not None:
+                if request.method == "GET" and capture.complete and status_code is not None \
+                        and not recorder.wrote:
                     ttl, _ = response_ttl(self.policy, rule, request, status_code,
                                           recorder.headers)
                     if ttl > 0:
@@ -142,7 +145,9 @@ def _request(environ: Environ) -> CacheRequest:
     pairs = [(key[5:].replace("_", "-"), value) for key, value in environ.items()
              if key.startswith("HTTP_")]
     headers = header_dict(pairs)
-    path = environ.get("PATH_INFO") or "/"
+    # The key holds the whole path (SCRIPT_NAME too): two apps mounted under different
+    # prefixes on one store used to share each other's entries.
+    path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
     return CacheRequest(environ.get("REQUEST_METHOD", "GET").upper(),
                         environ.get("wsgi.url_scheme", "http"),
                         headers.get("host") or environ.get("SERVER_NAME"), path,
@@ -152,13 +157,16 @@ def _request(environ: Environ) -> CacheRequest:
 class _Recorder:
     """``start_response`` that notes status and headers (and adds ``Cache-Status``)."""
 
-    __slots__ = ("_start_response", "_tag", "headers", "status")
+    __slots__ = ("_start_response", "_tag", "headers", "status", "wrote")
 
     def __init__(self, start_response: StartResponse, tag: str | None) -> None:
         self._start_response = start_response
         self._tag = tag
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
+        #: The app used the legacy write() callable: bytes we never saw went out, so the
+        #: copy is incomplete and must not be stored (it used to be: a truncated body).
+        self.wrote = False
 
     def __call__(self, status: str, headers: list[tuple[str, str]],
                  exc_info: OptExcInfo | None = None, /) -> WriteCallable:
@@ -167,8 +175,15 @@ class _Recorder:
         if self._tag is not None:
             headers = [*headers, ("Cache-Status", f"ratelimit-mw; {self._tag}")]
         if exc_info is None:
-            return self._start_response(status, headers)
-        return self._start_response(status, headers, exc_info)
+            write = self._start_response(status, headers)
+        else:
+            write = self._start_response(status, headers, exc_info)
+
+        def tracked_write(data: bytes) -> object:
+            self.wrote = True
+            return write(data)
+
+        return tracked_write
 
 
 class _Capture:
