@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Generator, Iterable
 from typing import Any
 
@@ -65,8 +66,8 @@ class ResponseCacheMiddleware:
         lock_wait: float = 5.0,
     ) -> None:
         self.app = app
-        self.policy = CachePolicy(tuple(rules), default_ttl, _hosts(allowed_hosts),
-                                  max_body_size, lock_wait=lock_wait)
+        self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
+                                        lock_wait)
         if cache is None:
             url = os.environ.get("REDIS_URL")
             cache = AsyncRedisCache(url) if url else AsyncMemoryCache()
@@ -103,7 +104,8 @@ class ResponseCacheMiddleware:
             return
         found: Lookup = await self._run(lookup(self.policy, request, primary))
         if found.entry is not None:
-            await _send_entry(send, found.entry.hit(request, _now(), collapsed=found.collapsed))
+            await _send_entry(send, found.entry.hit(request, time.time(),
+                                                    collapsed=found.collapsed))
             return
         recorder = _Recorder(send, found.status, self.policy.max_body_size)
         try:
@@ -141,16 +143,6 @@ class ResponseCacheMiddleware:
         if primary is None:
             return 0
         return int(await self.cache.delete_prefix(primary.split("#", 1)[0]))
-
-
-def _hosts(hosts: Iterable[str] | None) -> frozenset[str] | None:
-    return None if hosts is None else frozenset(h.lower() for h in hosts)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
 
 
 def _request(scope: Scope) -> CacheRequest:

@@ -75,6 +75,14 @@ class CachePolicy:
     poll_interval: float = 0.02
     _compiled: tuple[_Compiled, ...] = field(default=(), init=False, repr=False)
 
+    @classmethod
+    def build(cls, rules: Iterable[CacheRule], default_ttl: int,
+              allowed_hosts: Iterable[str] | None, max_body_size: int,
+              lock_wait: float) -> CachePolicy:
+        """The policy from the middlewares' options (host names compared lower-cased)."""
+        hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
+        return cls(tuple(rules), default_ttl, hosts, max_body_size, lock_wait=lock_wait)
+
     def __post_init__(self) -> None:
         if isinstance(self.default_ttl, bool) or not isinstance(self.default_ttl, int) or (
                 self.default_ttl < 0):

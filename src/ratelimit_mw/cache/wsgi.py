@@ -55,10 +55,8 @@ class WSGIResponseCacheMiddleware:
         lock_wait: float = 5.0,
     ) -> None:
         self.app = app
-        self.policy = CachePolicy(tuple(rules), default_ttl,
-                                  None if allowed_hosts is None else frozenset(
-                                      h.lower() for h in allowed_hosts),
-                                  max_body_size, lock_wait=lock_wait)
+        self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
+                                        lock_wait)
         if cache is None:
             url = os.environ.get("REDIS_URL")
             cache = RedisCache(url) if url else MemoryCache()
