@@ -11,6 +11,8 @@ variant            how it is wired
 ``bare``           the app alone
 ``ratelimit-mw``   ``RateLimitMiddleware`` / ``WSGIRateLimitMiddleware``, default
                    options (fixed window, ``headers="both"``), ``default_limits``
+``ratelimit-mw-   the same with ``RedisOptions(batch=False)``: each check its own
+unbatched``        ``EVALSHA`` (ASGI, Redis only; shows what batching gives)
 ``slowapi``        ``@limiter.limit`` on the route, ``headers_enabled=True``
 ``asgi-ratelimit`` its ``RateLimitMiddleware`` with a ``Rule(minute=N)``; it has no
                    quota headers
@@ -39,7 +41,9 @@ __all__ = [
     "build_wsgi",
 ]
 
-ASGI_VARIANTS = ("bare", "ratelimit-mw", "slowapi", "asgi-ratelimit")
+ASGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-unbatched", "slowapi", "asgi-ratelimit")
+#: Variants that only differ on Redis: measured there only.
+REDIS_ONLY = ("ratelimit-mw-unbatched",)
 WSGI_VARIANTS = ("bare", "ratelimit-mw", "flask-limiter")
 #: Generous: nothing may be refused during a measurement.
 LIMIT_PER_MINUTE = 1_000_000
@@ -53,6 +57,8 @@ EXPECTED_HEADERS: dict[str, tuple[str, ...]] = {
     "bare": (),
     "ratelimit-mw": ("ratelimit-policy", "ratelimit", "x-ratelimit-limit",
                      "x-ratelimit-remaining", "x-ratelimit-reset"),
+    "ratelimit-mw-unbatched": ("ratelimit-policy", "ratelimit", "x-ratelimit-limit",
+                               "x-ratelimit-remaining", "x-ratelimit-reset"),
     "slowapi": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
     "asgi-ratelimit": (),
     "flask-limiter": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
@@ -119,6 +125,13 @@ def build_asgi(variant: str, storage: str = "memory://",
 
         middleware = RateLimitMiddleware(_starlette(_item_endpoint), storage=storage,
                                          default_limits=limit)
+        return Built(middleware, [middleware.limiter.aclose])
+    if variant == "ratelimit-mw-unbatched":
+        from ratelimit_mw import RateLimitMiddleware, RedisOptions
+
+        middleware = RateLimitMiddleware(_starlette(_item_endpoint), storage=storage,
+                                         default_limits=limit,
+                                         redis_options=RedisOptions(batch=False))
         return Built(middleware, [middleware.limiter.aclose])
     if variant == "slowapi":
         return _slowapi(storage, limit)

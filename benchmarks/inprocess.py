@@ -19,6 +19,7 @@ from typing import Any
 from .apps import (
     ASGI_VARIANTS,
     LIMIT_PER_MINUTE,
+    REDIS_ONLY,
     WSGI_VARIANTS,
     Built,
     build_asgi,
@@ -47,7 +48,8 @@ def configs(storages: tuple[str, ...] = ("memory", "redis")) -> list[Config]:
     out: list[Config] = []
     for interface, variants in (("asgi", ASGI_VARIANTS), ("wsgi", WSGI_VARIANTS)):
         out.append(Config(interface, "bare", "-"))
-        out += [Config(interface, v, s) for s in storages for v in variants if v != "bare"]
+        out += [Config(interface, v, s) for s in storages for v in variants
+                if v != "bare" and (s == "redis" or v not in REDIS_ONLY)]
     return out
 
 

@@ -24,6 +24,7 @@ from benchmarks.apps import (
     ASGI_VARIANTS,
     BODY,
     EXPECTED_HEADERS,
+    REDIS_ONLY,
     WSGI_VARIANTS,
     build_asgi,
     build_wsgi,
@@ -36,7 +37,8 @@ MODULES = {"slowapi": "slowapi", "flask-limiter": "flask_limiter",
            "asgi-ratelimit": "ratelimit", "starlette": "starlette", "flask": "flask",
            "redis": "redis", "uvicorn": "uvicorn", "gunicorn": "gunicorn"}
 
-CASES = [("asgi", v, s) for s in ("memory", "redis") for v in ASGI_VARIANTS] + [
+CASES = [("asgi", v, s) for s in ("memory", "redis") for v in ASGI_VARIANTS
+         if s == "redis" or v not in REDIS_ONLY] + [
     ("wsgi", v, s) for s in ("memory", "redis") for v in WSGI_VARIANTS]
 
 

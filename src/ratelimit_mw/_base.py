@@ -17,7 +17,6 @@ from .headers import HeaderRenderer
 from .keys import KeyFunc
 from .memory import MemoryStore
 from .rules import LimitsSpec, Rule
-from .windows import DECODERS
 
 logger = logging.getLogger("ratelimit_mw.middleware")
 
@@ -79,7 +78,6 @@ class MiddlewareBase(Generic[L]):
         # "memory": the same rules, counted in this process, while the storage is down.
         self._fallback = MemoryStore(self.limiter.strategy_name) if (
             on_storage_error == "memory") else None
-        self._decode = DECODERS[self.limiter.strategy_name]
 
     def _report(self, plan: Plan, decision: Decision, started: float,
                 error: StorageError | None) -> bool:
@@ -108,7 +106,7 @@ class MiddlewareBase(Generic[L]):
         answers a probe again, so this runs without network waits while it is down.
         """
         if self._fallback is not None:
-            quotas = self._decode(plan, self._fallback.check(plan), time.time())
+            quotas = self._fallback.quotas(plan)
             return Decision(all(q.allowed for q in quotas), plan, quotas, storage_error=True)
         return Decision(self.on_storage_error == "allow", plan, (), storage_error=True)
 

@@ -25,6 +25,7 @@ from limits import RateLimitItem, parse
 from limits.util import WindowStats
 
 from . import _lua
+from ._batch import ScriptBatcher
 from .breaker import CircuitBreaker, EventHook
 from .core import Decision, Plan, PlanItem, Quota, limit_key, storage_key
 from .errors import ConfigurationError, StorageError, StorageUnavailableError
@@ -63,13 +64,17 @@ class RedisOptions:
     connections; in front of an API both are wrong. We use a blocking pool (requests
     wait up to ``pool_timeout`` for a free connection) and sub-second socket timeouts.
 
+    ``batch`` (asyncio, standalone Redis): the checks of the requests that reach the
+    limiter in the same event-loop tick go to Redis as one pipeline, one write and one
+    read for all of them; each still runs its own atomic script and gets its own answer.
+
     Example::
 
         RateLimiter("redis://localhost:6379/0",
                     redis_options=RedisOptions(socket_timeout=0.1, max_connections=200))
     """
 
-    __slots__ = ("max_connections", "pool_timeout", "socket_connect_timeout",
+    __slots__ = ("batch", "max_connections", "pool_timeout", "socket_connect_timeout",
                  "socket_timeout")
 
     def __init__(
@@ -79,6 +84,7 @@ class RedisOptions:
         socket_connect_timeout: float = 0.25,
         max_connections: int = 64,
         pool_timeout: float = 1.0,
+        batch: bool = True,
     ) -> None:
         for name, value in (("socket_timeout", socket_timeout),
                             ("socket_connect_timeout", socket_connect_timeout),
@@ -96,6 +102,9 @@ class RedisOptions:
         self.socket_connect_timeout = float(socket_connect_timeout)
         self.max_connections = max_connections
         self.pool_timeout = float(pool_timeout)
+        if not isinstance(batch, bool):
+            raise ConfigurationError(f"RedisOptions(batch={batch!r}): must be True or False")
+        self.batch = batch
 
     def topology_kwargs(self, url: str) -> dict[str, Any]:
         """Options for limits' cluster and sentinel storages (they build their own pools)."""
@@ -204,14 +213,17 @@ class ScriptPath:
     ``limits``' layout for that strategy.
     """
 
-    __slots__ = ("_decode", "_prefix", "_script", "_sliding")
+    __slots__ = ("_decode", "_prefix", "_script", "_sliding", "client", "runner")
 
     _SOURCES: ClassVar[dict[str, str]] = {
         "fixed-window": _lua.FIXED_WINDOW, "moving-window": _lua.MOVING_WINDOW,
         "sliding-window-counter": _lua.SLIDING_WINDOW}
 
     def __init__(self, client: Any, prefix: str, strategy: str) -> None:
+        self.client = client
         self._script = client.register_script(self._SOURCES[strategy])
+        #: What sends one script call: the script itself, or a ScriptBatcher around it.
+        self.runner: Callable[..., Any] = self._script
         self._prefix = prefix
         self._decode = DECODERS[strategy]
         self._sliding = strategy == "sliding-window-counter"
@@ -233,6 +245,12 @@ class ScriptPath:
             return cls(storage.bridge.get_connection(), storage.bridge.key_prefix, strategy)
         return None
 
+    def batch(self) -> ScriptBatcher:
+        """Send the calls of one event-loop tick as one pipeline (asyncio clients)."""
+        batcher = ScriptBatcher(self.client, self._script)
+        self.runner = batcher
+        return batcher
+
     def flow(self, plan: Plan) -> Generator[Op, Any, Decision]:
         """One script call for the whole plan; the quotas decoded from its reply."""
         keys: list[str] = []
@@ -246,8 +264,8 @@ class ScriptPath:
             else:
                 keys.append(f"{prefix}:{key}")
             args += (item.limit.amount, item.limit.get_expiry(), item.cost)
-        script = self._script
-        values = yield lambda _strategy: script(keys=keys, args=args)
+        runner = self.runner
+        values = yield lambda _strategy: runner(keys=keys, args=args)
         quotas = self._decode(plan, [int(v) for v in values], time.time())
         return Decision(all(q.allowed for q in quotas), plan, quotas)
 
@@ -264,6 +282,8 @@ class _Limiter:
     """What the sync and async limiters share: configuration, parsing, plan building."""
 
     _strategies: dict[str, Any]
+    #: Whether script calls may be gathered per event-loop tick (asyncio only).
+    _batches = False
 
     def __init__(
         self,
@@ -281,10 +301,10 @@ class _Limiter:
         self.strategy_name: Strategy = strategy
         self._errors = _storage_errors()
         self._items: dict[str, RateLimitItem] = {}
-        self._decode = DECODERS[strategy]
         #: The in-process store for ``memory://``; ``None`` for every other storage.
         self.memory: MemoryStore | None = None
         self._scripts: ScriptPath | None = None
+        self._batcher: ScriptBatcher | None = None
         self._needs_init = False
         self._init_lock: asyncio.Lock | None = None
         self.strategy: Any = None
@@ -315,13 +335,17 @@ class _Limiter:
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         self._needs_init = type(client).__name__ == "RedisCluster" and hasattr(
             client, "initialize")
+        # A cluster routes each call by its key's slot: it is not batched.
+        self._batcher = self._scripts.batch() if (
+            self._scripts is not None and self._batches and self.redis_options.batch
+            and type(self._scripts.client).__name__ == "Redis") else None
 
     def _flow(self, plan: Plan) -> Generator[Op, Any, Decision]:
         return self._scripts.flow(plan) if self._scripts else _check_flow(plan)
 
     def _in_memory(self, memory: MemoryStore, plan: Plan, consume: bool = True) -> Decision:
         # No I/O: the sync and the async limiter both call this directly.
-        quotas = self._decode(plan, memory.check(plan, consume=consume), time.time())
+        quotas = memory.quotas(plan, consume=consume)
         if len(quotas) == 1:
             return Decision(quotas[0].allowed, plan, quotas)
         return Decision(all(q.allowed for q in quotas), plan, quotas)
@@ -395,6 +419,8 @@ class RateLimiter(_Limiter):
             )
             return limits.storage.RedisStorage(url, connection_pool=pool, key_prefix=key_prefix,
                                                wrap_exceptions=True)
+        if scheme in _OTHER_SCHEMES:  # cluster, sentinel: name the extra, as above
+            _redis_module()
         return limits.storage.storage_from_string(url, key_prefix=key_prefix,
                                                   wrap_exceptions=True,
                                                   **self.redis_options.topology_kwargs(url))
@@ -494,6 +520,7 @@ class AsyncRateLimiter(_Limiter):
     """
 
     _strategies = _ASYNC_STRATEGIES
+    _batches = True
 
     def _make_storage(self, url: str, key_prefix: str) -> Any:
         scheme = url.split("://", 1)[0]
@@ -506,6 +533,8 @@ class AsyncRateLimiter(_Limiter):
                 "async+" + url, implementation="redispy", connection_pool=pool,
                 key_prefix=key_prefix, wrap_exceptions=True,
             )
+        if scheme in _OTHER_SCHEMES:  # cluster, sentinel: name the extra, as above
+            _redis_module()
         return limits.storage.storage_from_string(
             "async+" + url, implementation="redispy", key_prefix=key_prefix,
             wrap_exceptions=True, **self.redis_options.topology_kwargs(url),
@@ -605,6 +634,8 @@ class AsyncRateLimiter(_Limiter):
 
     async def aclose(self) -> None:
         """Release the storage's connections (pools, a Sentinel's clients too)."""
+        if self._batcher is not None:
+            await self._batcher.aclose()
         for client in _clients(getattr(self.storage, "bridge", None)):
             await client.aclose()
             pool = getattr(client, "connection_pool", None)

@@ -83,6 +83,7 @@ class Settings:
     socket_connect_timeout: float = 0.25
     max_connections: int = 64
     pool_timeout: float = 1.0
+    batch: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, _STRATEGIES)
@@ -94,6 +95,8 @@ class Settings:
             parse_limits(self.default_limits, "default_limits")
         if not isinstance(self.shadow, bool):
             raise ConfigurationError(f"shadow={self.shadow!r}: must be true or false")
+        if not isinstance(self.batch, bool):
+            raise ConfigurationError(f"batch={self.batch!r}: must be true or false")
         for name in ("socket_timeout", "socket_connect_timeout", "pool_timeout"):
             value = getattr(self, name)
             # TOML and float() both accept nan and inf, and RedisOptions let them through:
@@ -112,7 +115,7 @@ class Settings:
         return RedisOptions(socket_timeout=self.socket_timeout,
                             socket_connect_timeout=self.socket_connect_timeout,
                             max_connections=self.max_connections,
-                            pool_timeout=self.pool_timeout)
+                            pool_timeout=self.pool_timeout, batch=self.batch)
 
     def key_function(self) -> KeyFunc | None:
         """The ``[key]`` table as a key function (``None``: the socket peer's IP)."""
@@ -204,6 +207,7 @@ _ENV_FIELDS: dict[str, type] = {
     "STORAGE": str, "STRATEGY": str, "DEFAULT_LIMITS": str, "HEADERS": str,
     "ON_STORAGE_ERROR": str, "SHADOW": bool, "SOCKET_TIMEOUT": float,
     "SOCKET_CONNECT_TIMEOUT": float, "MAX_CONNECTIONS": int, "POOL_TIMEOUT": float,
+    "BATCH": bool,
 }
 
 

@@ -107,8 +107,10 @@ class HeaderRenderer:
         *shadow*: the request goes through although refused (shadow mode), so the quota
         fields are sent but no ``Retry-After``.
         """
-        out: list[tuple[str, str]] = []
         quotas = decision.quotas
+        if len(quotas) == 1 and decision.allowed and now is None:
+            return self._render_one(decision)
+        out: list[tuple[str, str]] = []
         # "none" drops the quota fields, not Retry-After: that belongs to the 429 itself
         # (RFC 6585), and a client told to retry needs to know when.
         if not quotas:
@@ -153,6 +155,25 @@ class HeaderRenderer:
             wait = max((max(q.retry_after, q.reset_at - now) for q in quotas if not q.allowed),
                        default=0.0)
             out.append(("Retry-After", str(max(1, math.ceil(wait)))))
+        return out
+
+    def _render_one(self, decision: Decision) -> list[tuple[str, str]]:
+        # The common case (one limit, allowed), without the general path's lists: the
+        # same fields render() gives, tested equal.
+        quota = decision.quotas[0]
+        remaining = quota.remaining if quota.remaining > 0 else 0
+        out: list[tuple[str, str]] = []
+        if self._draft:
+            item = decision.plan.items[0]
+            name, policy = self._policy(item.policy, item.limit.amount,
+                                        item.limit.get_expiry())
+            delay = math.ceil(quota.reset_at - time.time())
+            out.append(("RateLimit-Policy", policy))
+            out.append(("RateLimit", f"{name};r={remaining};t={delay if delay > 0 else 0}"))
+        if self._legacy:
+            out.append(("X-RateLimit-Limit", str(quota.limit.amount)))
+            out.append(("X-RateLimit-Remaining", str(remaining)))
+            out.append(("X-RateLimit-Reset", str(math.ceil(quota.reset_at))))
         return out
 
     def _policy(self, name: str, quota: int, window: int) -> tuple[str, str]:

@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .core import Plan, limit_key
+from .core import Plan, Quota, limit_key
+from .windows import DECODERS
 
 __all__ = ["MemoryStore"]
 
@@ -52,6 +53,7 @@ class MemoryStore:
             "moving-window": self._moving,
             "sliding-window-counter": self._sliding,
         }[strategy]
+        self._decode = DECODERS[strategy]
 
     def __len__(self) -> int:
         return len(self._data)
@@ -62,6 +64,18 @@ class MemoryStore:
         with self._lock:
             self._expire(now)
             return self._check(plan, now, consume)
+
+    def quotas(self, plan: Plan, *, consume: bool = True) -> tuple[Quota, ...]:
+        """Decide *plan* and decode the result: one :class:`Quota` per plan item.
+
+        One clock reading serves the check and the quotas' reset times.
+        """
+        clock = self._clock()
+        now = int(clock * 1000)
+        with self._lock:
+            self._expire(now)
+            values = self._check(plan, now, consume)
+        return self._decode(plan, values, clock)
 
     def clear(self, key: str) -> None:
         """Forget every counter stored under *key*."""

@@ -121,9 +121,10 @@ class RequestInfo:
         self.method = environ.get("REQUEST_METHOD", "GET").upper()
         # PEP 3333 carries the path as latin-1 decoded bytes; the app sees UTF-8.
         path: str = environ.get("PATH_INFO") or "/"
-        # A server that already decoded to str (not PEP 3333, but seen) is kept as is.
-        with contextlib.suppress(UnicodeEncodeError):
-            path = path.encode("latin-1").decode("utf-8", "surrogateescape")
+        if not path.isascii():  # ASCII reads the same either way: skip the round trip
+            # A server that already decoded to str (not PEP 3333, but seen) is kept as is.
+            with contextlib.suppress(UnicodeEncodeError):
+                path = path.encode("latin-1").decode("utf-8", "surrogateescape")
         self.path = normalize_path(path)
         self._raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
         self.client = environ.get("REMOTE_ADDR") or None

@@ -26,7 +26,7 @@ DEFAULTS = {
     "storage": None, "strategy": "fixed-window", "default_limits": None, "headers": "both",
     "on_storage_error": "memory", "shadow": False, "key": {}, "rules": (),
     "socket_timeout": 0.25, "socket_connect_timeout": 0.25, "max_connections": 64,
-    "pool_timeout": 1.0,
+    "pool_timeout": 1.0, "batch": True,
 }
 
 
@@ -226,6 +226,7 @@ ENV_FIELDS = [
     ("RATELIMIT_SOCKET_CONNECT_TIMEOUT", "2", "socket_connect_timeout", 2.0),
     ("RATELIMIT_MAX_CONNECTIONS", "200", "max_connections", 200),
     ("RATELIMIT_POOL_TIMEOUT", "0.5", "pool_timeout", 0.5),
+    ("RATELIMIT_BATCH", "off", "batch", False),
 ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any, NamedTuple
 
 import http_sf
@@ -401,6 +402,29 @@ def test_render_asgi_is_lower_case_latin1_bytes() -> None:
             continue
         assert value.decode("latin-1") == expected
     assert dict(raw)[b"x-ratelimit-limit"] == b"5"
+
+
+@pytest.mark.parametrize("mode", ["draft", "legacy", "both", "none"])
+@pytest.mark.parametrize("remaining", [0, 3, -2])
+def test_one_allowed_quota_fast_path_equals_the_general_path(mode: str,
+                                                             remaining: int) -> None:
+    # render(d) without now= takes the one-quota shortcut; with now= the general path.
+    # reset_at is a whole second, so every clock reading within one second gives the
+    # same t; a comparison that straddled a second is taken again.
+    item = PlanItem(RateLimitItemPerMinute(5), "{rule/ip:1}", 1, "café \"q\"")
+    renderer = HeaderRenderer(mode)
+    for _ in range(5):
+        second = math.floor(time.time())
+        d = Decision(True, Plan("rule", "ip:1", (item,)),
+                     (Quota(True, item.limit, remaining, second + 30.0, 0.0),))
+        fast, general, raw = (renderer.render(d), renderer.render(d, now=time.time()),
+                              renderer.render_asgi(d))
+        if math.floor(time.time()) == second:
+            break
+    assert fast == general
+    assert [(n.lower().encode(), v.encode()) for n, v in fast] == raw
+    if mode != "none":
+        assert fast
 
 
 def test_render_asgi_with_non_ascii_policy_names() -> None:

@@ -1,0 +1,138 @@
+"""Send the script calls made during one event-loop tick as one Redis pipeline.
+
+Under concurrency (an ASGI server with many requests in flight) every request's check is
+one ``EVALSHA``. Sent one by one, each takes a connection from the pool, a write and a
+read. Gathered per tick, they share one connection, one write and one read; Redis runs
+them in order, each script still atomic, so every request gets exactly the answer it
+would have had alone. A call alone in its tick still costs one round trip, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+__all__ = ["ScriptBatcher"]
+
+_Call = tuple[Sequence[str], Sequence[int], "asyncio.Future[Any]"]
+
+
+class ScriptBatcher:
+    """Coalesces concurrent calls of one registered script into one pipeline per tick.
+
+    Example::
+
+        batcher = ScriptBatcher(client, client.register_script(source))
+        values = await batcher(keys=["k"], args=[1, 60, 1])
+
+    *client* is a standalone ``redis.asyncio.Redis`` (a cluster routes per slot; it does
+    not batch). A ``NOSCRIPT`` reply (Redis restarted, ``SCRIPT FLUSH``) loads the script
+    and sends the failed calls again, once.
+    """
+
+    __slots__ = ("_client", "_loop", "_pending", "_script", "_tasks", "max_batch")
+
+    def __init__(self, client: Any, script: Any, *, max_batch: int = 256) -> None:
+        self._client = client
+        self._script = script
+        self._pending: list[_Call] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: A bound on one pipeline's size, so a burst cannot build one huge reply.
+        self.max_batch = max_batch
+
+    def __call__(self, *, keys: Sequence[str], args: Sequence[int]) -> Awaitable[Any]:
+        """The script's reply for *keys* and *args*, sent with this tick's other calls."""
+        loop = asyncio.get_running_loop()
+        if self._pending and self._loop is not loop:
+            # Another loop's batch is open (a limiter shared across loops): go alone.
+            return self._script(keys=keys, args=args)  # type: ignore[no-any-return]
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            self._loop = loop
+            # call_soon runs after every callback ready now: the requests that arrived
+            # together have all reached this point by then.
+            loop.call_soon(self._flush)
+        self._pending.append((keys, args, future))
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch or self._loop is None:
+            return
+        task = self._loop.create_task(self._send(batch))
+        # The loop keeps only weak references to tasks: hold this one until it is done.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            # A request cancelled meanwhile (its client went away) needs no answer.
+            live = [call for call in batch if not call[2].done()]
+            if live:
+                await self._answer(live, retry=True)
+        finally:
+            # Never leave a request waiting: cancelled here means cancelled there.
+            for _, _, future in batch:
+                if not future.done():
+                    future.cancel()
+
+    async def _answer(self, calls: list[_Call], *, retry: bool) -> None:
+        if len(calls) == 1:
+            keys, args, future = calls[0]
+            try:
+                # The registered script's own call: it loads the script on NOSCRIPT.
+                result = await self._script(keys=keys, args=args)
+            except Exception as exc:
+                _settle(future, exc)
+            else:
+                _settle(future, result)
+            return
+        pipe = self._client.pipeline(transaction=False)
+        sha = self._script.sha
+        for keys, args, _ in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # the connection failed: every call failed with it
+            for _, _, future in calls:
+                _settle(future, exc)
+            return
+        unloaded: list[_Call] = []
+        for call, result in zip(calls, results, strict=True):
+            if retry and _is_noscript(result):
+                unloaded.append(call)
+            else:
+                _settle(call[2], result)
+        if unloaded:
+            try:
+                await self._client.script_load(self._script.script)
+            except Exception as exc:
+                for _, _, future in unloaded:
+                    _settle(future, exc)
+                return
+            await self._answer(unloaded, retry=False)
+
+    async def aclose(self) -> None:
+        """Wait for the pipelines in flight (each bounded by the socket timeout)."""
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _is_noscript(result: Any) -> bool:
+    from redis.exceptions import NoScriptError
+
+    return isinstance(result, NoScriptError)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

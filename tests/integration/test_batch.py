@@ -1,0 +1,169 @@
+"""Concurrent async checks go to Redis as one pipeline per event-loop tick.
+
+Counted on private servers: MONITOR shows every command in order (a pipeline's commands
+arrive together, from one client address); the pool shows how many connections the
+checks took. Correctness under batching: exact admission counts, NOSCRIPT, failures
+and cancellations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from ratelimit_mw import AsyncRateLimiter, RedisOptions, Rule, StorageError
+from ratelimit_mw._batch import ScriptBatcher
+from ratelimit_mw.core import Policy
+from ratelimit_mw.request import RequestInfo
+from tests.integration.test_round_trips import Monitor, client_commands
+from tests.redis_server import PrivateRedis
+
+
+def plan(limits: str = "100/minute", client: str = "203.0.113.7", path: str = "/x") -> Any:
+    policy = Policy(default_limits=limits, rules=[Rule(path, limits)])
+    return policy.plan(RequestInfo("GET", path, client=client))
+
+
+def addresses(lines: list[str]) -> Counter[str]:
+    """How many client commands each client address (one connection) sent."""
+    out: Counter[str] = Counter()
+    for line in lines:
+        where = line.partition("] ")[0]
+        if " lua" not in where:
+            out[where.rsplit(" ", 1)[1]] += 1
+    return out
+
+
+def connections(server: PrivateRedis) -> int:
+    """The client connections the server has, besides the one asking."""
+    with redis.Redis(port=server.port) as admin:
+        return len(admin.client_list()) - 1
+
+
+async def test_concurrent_checks_share_one_connection(private_redis: PrivateRedis,
+                                                      strategy: str, tmp_path: Path) -> None:
+    limiter = AsyncRateLimiter(private_redis.url, strategy=strategy)  # type: ignore[arg-type]
+    await limiter.acheck(plan())  # connect and load the script
+    monitor = Monitor(private_redis.port, tmp_path / "monitor.txt")
+    decisions = await asyncio.gather(*(limiter.acheck(plan(client=f"10.0.0.{n}"))
+                                       for n in range(50)))
+    lines = monitor.stop()
+    await limiter.aclose()
+    assert client_commands(lines) == ["EVALSHA"] * 50
+    # One connection carried all 50 (batched), where one each would have opened up to 50.
+    assert len(addresses(lines)) == 1
+    assert all(d.allowed and d.quotas[0].remaining == 99 for d in decisions)
+
+
+async def test_batch_off_uses_one_connection_per_concurrent_check(
+        private_redis: PrivateRedis) -> None:
+    limiter = AsyncRateLimiter(private_redis.url, redis_options=RedisOptions(batch=False))
+    await asyncio.gather(*(limiter.acheck(plan(client=f"10.0.0.{n}")) for n in range(20)))
+    assert connections(private_redis) > 1
+    await limiter.aclose()
+
+
+async def test_batched_admission_is_exact(private_redis: PrivateRedis, strategy: str) -> None:
+    # 300 concurrent requests of one client against 100/minute with 3 limits: exactly
+    # 100 admitted, and the refused ones consumed nothing (all-or-nothing per request).
+    limiter = AsyncRateLimiter(private_redis.url, strategy=strategy)  # type: ignore[arg-type]
+    limits = "100/minute;1000/hour;10000/day"
+    decisions = await asyncio.gather(*(limiter.acheck(plan(limits)) for _ in range(300)))
+    assert sum(d.allowed for d in decisions) == 100
+    remaining = sorted(d.quotas[1].remaining for d in decisions if d.allowed)
+    assert remaining == list(range(900, 1000))
+    final = await limiter.acheck(plan(limits))
+    assert not final.allowed
+    assert final.quotas[1].remaining == 900
+    await limiter.aclose()
+
+
+async def test_batched_noscript_after_flush_is_reloaded(private_redis: PrivateRedis) -> None:
+    limiter = AsyncRateLimiter(private_redis.url)
+    await limiter.acheck(plan())
+    redis.Redis(port=private_redis.port).script_flush()  # what a restart does to the cache
+    decisions = await asyncio.gather(*(limiter.acheck(plan()) for _ in range(20)))
+    assert sorted(d.quotas[0].remaining for d in decisions) == list(range(79, 99))
+    await limiter.aclose()
+
+
+async def test_a_batch_on_a_dead_server_fails_every_check_as_storage_error(
+        private_redis: PrivateRedis) -> None:
+    limiter = AsyncRateLimiter(private_redis.url)
+    await limiter.acheck(plan())
+    private_redis.kill()
+    results = await asyncio.gather(*(limiter.acheck(plan()) for _ in range(10)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results), results
+    await limiter.aclose()
+
+
+async def test_cancelled_checks_do_not_disturb_the_rest(private_redis: PrivateRedis) -> None:
+    limiter = AsyncRateLimiter(private_redis.url)
+    await limiter.acheck(plan())
+    tasks = [asyncio.ensure_future(limiter.acheck(plan())) for _ in range(20)]
+    await asyncio.sleep(0)  # every task reaches the batcher
+    for task in tasks[::2]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    kept = results[1::2]
+    assert all(not isinstance(r, BaseException) and r.allowed for r in kept), kept
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[::2])
+    # The connection is still good: the next check is answered, and the cancelled
+    # requests were either counted or not, never half-counted.
+    after = await limiter.acheck(plan())
+    assert 99 - 21 <= after.quotas[0].remaining <= 99 - 11
+    await limiter.aclose()
+
+
+async def test_max_batch_bounds_one_pipeline(private_redis: PrivateRedis) -> None:
+    client = redis.asyncio.Redis(port=private_redis.port)
+    sizes: list[int] = []
+
+    class Counting:  # the real client; only records each pipeline's length
+        def pipeline(self, **kwargs: Any) -> Any:
+            pipe = client.pipeline(**kwargs)
+            execute = pipe.execute
+
+            async def counted(**kw: Any) -> Any:
+                sizes.append(len(pipe))
+                return await execute(**kw)
+
+            pipe.execute = counted
+            return pipe
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+    script = client.register_script("return ARGV[1]")
+    batcher = ScriptBatcher(Counting(), script, max_batch=8)
+    await batcher(keys=["k"], args=[0])  # load the script
+    replies = await asyncio.gather(*(batcher(keys=["k"], args=[n]) for n in range(20)))
+    assert [int(r) for r in replies] == list(range(20))  # each call got its own reply
+    assert sizes == [8, 8, 4]
+    await batcher.aclose()
+    await client.aclose()
+
+
+async def test_a_lone_call_is_sent_as_it_is(private_redis: PrivateRedis,
+                                            tmp_path: Path) -> None:
+    limiter = AsyncRateLimiter(private_redis.url)
+    await limiter.acheck(plan())
+    monitor = Monitor(private_redis.port, tmp_path / "monitor.txt")
+    for _ in range(5):
+        await limiter.acheck(plan())
+    assert client_commands(monitor.stop()) == ["EVALSHA"] * 5
+    assert connections(private_redis) == 1
+    await limiter.aclose()
+
+
+def test_batch_option_is_checked() -> None:
+    from ratelimit_mw import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="batch="):
+        RedisOptions(batch="yes")  # type: ignore[arg-type]
