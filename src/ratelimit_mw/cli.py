@@ -45,7 +45,8 @@ class Report:
         except Exception as error:  # every failure becomes advice, never a traceback
             self.failed = True
             self.out.write(f"FAILED\n    {type(error).__name__}: {error}\n")
-            self.out.write(f"    -> {advice(error)}\n")
+            if not isinstance(error, ConfigurationError):  # its message says what to do
+                self.out.write(f"    -> {advice(error)}\n")
             return False
         self.out.write(f"ok{f' ({detail})' if detail else ''}\n")
         return True
@@ -57,6 +58,9 @@ def advice(error: BaseException) -> str:
     if "refused" in text or "errno 111" in text or "connect call failed" in text:
         return ("nothing is listening there: is Redis running? Inside Docker use the "
                 "service name (redis://redis:6379/0), not localhost")
+    if "can't run this command" in text or "no permissions" in text:
+        return ("the ACL user may not run what the limiter needs: grant it "
+                "~rlmw:* +@read +@write +@scripting +ping +info +time")
     if any(word in text for word in ("auth", "wrongpass", "password", "noperm")):
         return ("Redis wants credentials: put them in the URL, redis://:PASSWORD@host:6379/0 "
                 "(or redis://USER:PASSWORD@... for an ACL user)")

@@ -535,3 +535,18 @@ def test_inspect_rule_inheriting_default_limits_and_exempt_rule(
                  str(config))
     assert result.returncode == 2, result.stdout
     assert "no limits known for rule '/health'" in result.stdout
+
+
+def test_check_acl_user_without_scripting_is_told_what_to_grant(
+        private_redis: PrivateRedis) -> None:
+    # An ACL user that may PING and read/write but not run scripts: the check's script
+    # step fails with NOPERM, and the advice names the grants the limiter needs.
+    with redis.Redis(port=private_redis.port) as admin:
+        admin.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["*"],
+                          commands=["+ping", "+info", "+@read", "+@write", "+time"])
+    result = run("check", "--redis-url",
+                 f"redis://limited:pw@127.0.0.1:{private_redis.port}/0")
+    assert result.returncode == 1, result.stdout
+    assert "FAILED" in result.stdout
+    assert "+@scripting" in result.stdout, result.stdout
+    assert "Redis wants credentials" not in result.stdout
