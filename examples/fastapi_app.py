@@ -94,7 +94,7 @@ def build_api() -> FastAPI:
         async def chunks() -> AsyncIterator[str]:
             for number in range(1, 4):
                 yield f"chunk {number}\n"
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1)
 
         return StreamingResponse(chunks(), media_type="text/plain")
 

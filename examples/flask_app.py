@@ -12,7 +12,8 @@ lives inside the app object. With several worker processes, give it a Redis
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 from flask import Flask, Response, jsonify, request
 
@@ -34,6 +35,8 @@ for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w "%{{http_code}}\\n" -X POST {ba
 curl -i {base}/items/1
 # exempt: no quota headers, never limited
 curl -i {base}/health
+# streamed, counted against the 60/minute default
+curl -N -i {base}/stream
 """
 
 
@@ -65,6 +68,17 @@ def create_app(storage: str | None = None) -> Flask:
     @app.get("/health")
     def health() -> Response:
         return jsonify(status="ok")
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[str]:
+            for number in range(1, 4):
+                yield f"chunk {number}\n"
+                time.sleep(0.1)  # slow enough to watch with curl -N
+
+        # The middleware adds its headers in start_response and returns the app's
+        # iterable as it is: the server sends each chunk as the generator yields it.
+        return Response(chunks(), mimetype="text/plain")
 
     # Wrap wsgi_app, not app: `app` stays a Flask object (CLI, test client, extensions
     # keep working) while every request still passes the limiter first.

@@ -89,7 +89,7 @@ async def stream(request: Request) -> Response:
     async def chunks() -> AsyncIterator[str]:
         for number in range(1, 4):
             yield f"chunk {number}\n"
-            await asyncio.sleep(0.05)  # slow enough to watch with curl -N
+            await asyncio.sleep(0.1)  # slow enough to watch with curl -N
 
     # The quota headers go out with the first message; the body streams untouched.
     return StreamingResponse(chunks(), media_type="text/plain")

@@ -7,6 +7,9 @@ loudly with the server's output), and always stops the whole process group (SIGT
 then SIGKILL) when the block ends. The server's stdout and stderr go to a log file, not
 a pipe, so a chatty server can never block on a full pipe.
 
+``serve_command(name, argv, ...)`` does the same for any command line that serves HTTP on
+the port it is given (the examples under uvicorn, hypercorn, granian, gunicorn, waitress).
+
 Also: :class:`Sample` (one request's timing and outcome) and :func:`p95`.
 """
 
@@ -20,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,25 +134,8 @@ def _wait_ready(server: Server) -> str | None:
     """``None`` once every worker is ready and /health answers 200; "clash" if the server
     exited because its port was taken; fails the test on any other exit or after
     :data:`START_TIMEOUT`."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if server.process.poll() is not None:
-            output = server.output()
-            if any(text in output.lower() for text in _PORT_CLASH):
-                return "clash"
-            pytest.fail(f"{server.kind} server exited with {server.process.returncode} "
-                        f"before it was ready; its output:\n{output}")
-        if len(server.ready_pids()) >= server.workers:
-            try:
-                if httpx.get(f"{server.base}/health", timeout=1).status_code == 200:
-                    return None
-            except httpx.TransportError:
-                pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{server.kind} server on port {server.port} was not ready within "
-                        f"{START_TIMEOUT:.0f}s ({len(server.ready_pids())} of "
-                        f"{server.workers} workers ready); its output:\n{server.output()}")
-        time.sleep(0.1)
+    return _wait_answering(server, "/health", START_TIMEOUT,
+                           ready=lambda: len(server.ready_pids()) >= server.workers)
 
 
 @contextlib.contextmanager
@@ -170,6 +156,69 @@ def serve(kind: str, workers: int, env: dict[str, str], log_dir: Path) -> Iterat
             if outcome == "clash":
                 pytest.fail(f"no free port for the {kind} server after 3 tries:\n"
                             f"{server.output()}")
+            yield server
+            return
+        finally:
+            _stop(process)
+
+
+# --- any command that serves HTTP on a port: the examples under several servers ---------
+
+
+def _wait_answering(server: Server, path: str, timeout: float,
+                    ready: Callable[[], bool] = lambda: True) -> str | None:
+    """``None`` once *ready()* holds and *path* answers 200, "clash" if the server exited
+    because its port was taken; fails the test on any other exit or after *timeout*
+    seconds, with the server's output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            output = server.output()
+            if any(text in output.lower() for text in _PORT_CLASH):
+                return "clash"
+            pytest.fail(f"{server.kind} exited with {server.process.returncode} before "
+                        f"{path} answered; its output:\n{output}")
+        if ready():
+            try:
+                if httpx.get(f"{server.base}{path}", timeout=1).status_code == 200:
+                    return None
+            except httpx.TransportError:
+                pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{server.kind} on port {server.port}: {path} did not answer 200 "
+                        f"within {timeout:.0f}s ({len(server.ready_pids())} of "
+                        f"{server.workers} workers announced ready); its output:\n"
+                        f"{server.output()}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serve_command(name: str, argv: Callable[[int], Sequence[str]], *, cwd: Path,
+                  env: Mapping[str, str], log_dir: Path, ready_path: str = "/health",
+                  timeout: float = START_TIMEOUT) -> Iterator[Server]:
+    """``argv(port)`` serving on a free loopback port until the block ends.
+
+    For servers that print no :data:`READY` line (the examples under uvicorn, hypercorn,
+    granian, gunicorn, waitress): ready once GET *ready_path* answers 200, within
+    *timeout* seconds, else the test fails with the server's output. The command runs in
+    a process group of its own, stopped as :func:`serve` stops its servers; its output
+    goes to ``log_dir/<name>-<port>.log``. A port taken before the server bound it is
+    retried on another (3 tries).
+    """
+    for attempt in range(3):
+        port = free_port()
+        log = log_dir / f"{name}-{port}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(list(argv(port)), cwd=cwd, env=dict(env),
+                                       stdout=output, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        server = Server(name, 1, port, process, log)
+        try:
+            outcome = _wait_answering(server, ready_path, timeout)
+            if outcome == "clash" and attempt < 2:
+                continue
+            if outcome == "clash":
+                pytest.fail(f"no free port for {name} after 3 tries:\n{server.output()}")
             yield server
             return
         finally:

@@ -11,4 +11,5 @@ urlpatterns = [
     path("login", views.login),
     path("items/<int:item_id>", views.item),
     path("health", views.health),
+    path("stream", views.stream),
 ]

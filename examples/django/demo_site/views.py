@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from ratelimit_mw import Decision
@@ -14,6 +18,8 @@ for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w "%{{http_code}}\\n" -X POST {ba
 curl -i {base}/items/1
 # exempt: no quota headers, never limited
 curl -i {base}/health
+# streamed, counted against the 60/minute default
+curl -N -i {base}/stream
 """
 
 
@@ -55,3 +61,24 @@ def item(request: HttpRequest, item_id: int) -> HttpResponse:
 @require_GET
 def health(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    # Django streams an async iterator under ASGI and a sync one under WSGI; given the
+    # other kind, it collects the whole body first (and warns).
+    if getattr(request, "scope", None) is not None:
+        return StreamingHttpResponse(async_chunks(), content_type="text/plain")
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+async def async_chunks() -> AsyncIterator[str]:
+    for number in range(1, 4):
+        yield f"chunk {number}\n"
+        await asyncio.sleep(0.1)  # slow enough to watch with curl -N
+
+
+def chunks() -> Iterator[str]:
+    for number in range(1, 4):
+        yield f"chunk {number}\n"
+        time.sleep(0.1)
