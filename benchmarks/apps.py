@@ -13,6 +13,8 @@ variant            how it is wired
                    options (fixed window, ``headers="both"``), ``default_limits``
 ``ratelimit-mw-   the same with ``RedisOptions(batch=False)``: each check its own
 unbatched``        ``EVALSHA`` (ASGI, Redis only; shows what batching gives)
+``ratelimit-mw-   the same with ``headers="none"`` (memory only; shows what the five
+noheaders``        quota header fields cost)
 ``slowapi``        ``@limiter.limit`` on the route, ``headers_enabled=True``
 ``asgi-ratelimit`` its ``RateLimitMiddleware`` with a ``Rule(minute=N)``; it has no
                    quota headers
@@ -41,10 +43,17 @@ __all__ = [
     "build_wsgi",
 ]
 
-ASGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-unbatched", "slowapi", "asgi-ratelimit")
-#: Variants that only differ on Redis: measured there only.
-REDIS_ONLY = ("ratelimit-mw-unbatched",)
-WSGI_VARIANTS = ("bare", "ratelimit-mw", "flask-limiter")
+ASGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-unbatched", "ratelimit-mw-noheaders",
+                 "slowapi", "asgi-ratelimit")
+#: Our middleware with one option changed, to show what that option costs; measured on
+#: the one storage where it makes a difference.
+ONLY_ON = {"ratelimit-mw-unbatched": "redis", "ratelimit-mw-noheaders": "memory"}
+
+
+def measured_on(variant: str, storage: str) -> bool:
+    """Whether *variant* is measured on *storage* (``"memory"`` or ``"redis"``)."""
+    return ONLY_ON.get(variant, storage) == storage
+WSGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-noheaders", "flask-limiter")
 #: Generous: nothing may be refused during a measurement.
 LIMIT_PER_MINUTE = 1_000_000
 #: The path every measurement requests.
@@ -59,6 +68,7 @@ EXPECTED_HEADERS: dict[str, tuple[str, ...]] = {
                      "x-ratelimit-remaining", "x-ratelimit-reset"),
     "ratelimit-mw-unbatched": ("ratelimit-policy", "ratelimit", "x-ratelimit-limit",
                                "x-ratelimit-remaining", "x-ratelimit-reset"),
+    "ratelimit-mw-noheaders": (),
     "slowapi": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
     "asgi-ratelimit": (),
     "flask-limiter": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
@@ -120,18 +130,11 @@ def build_asgi(variant: str, storage: str = "memory://",
     limit = f"{per_minute}/minute"
     if variant == "bare":
         return Built(_starlette(_item_endpoint))
-    if variant == "ratelimit-mw":
+    if variant.startswith("ratelimit-mw"):
         from ratelimit_mw import RateLimitMiddleware
 
         middleware = RateLimitMiddleware(_starlette(_item_endpoint), storage=storage,
-                                         default_limits=limit)
-        return Built(middleware, [middleware.limiter.aclose])
-    if variant == "ratelimit-mw-unbatched":
-        from ratelimit_mw import RateLimitMiddleware, RedisOptions
-
-        middleware = RateLimitMiddleware(_starlette(_item_endpoint), storage=storage,
-                                         default_limits=limit,
-                                         redis_options=RedisOptions(batch=False))
+                                         default_limits=limit, **_our_options(variant))
         return Built(middleware, [middleware.limiter.aclose])
     if variant == "slowapi":
         return _slowapi(storage, limit)
@@ -188,6 +191,14 @@ def _asgi_ratelimit(storage: str, per_minute: int) -> Built:
     return Built(app, closers)
 
 
+def _our_options(variant: str) -> dict[str, Any]:
+    from ratelimit_mw import RedisOptions
+
+    return {"ratelimit-mw": {},
+            "ratelimit-mw-unbatched": {"redis_options": RedisOptions(batch=False)},
+            "ratelimit-mw-noheaders": {"headers": "none"}}[variant]
+
+
 # --------------------------------------------------------------------------- WSGI
 
 
@@ -210,11 +221,11 @@ def build_wsgi(variant: str, storage: str = "memory://",
     if variant not in WSGI_VARIANTS:
         raise ValueError(f"unknown WSGI variant {variant!r}; use one of {WSGI_VARIANTS}")
     app = _flask()
-    if variant == "ratelimit-mw":
+    if variant.startswith("ratelimit-mw"):
         from ratelimit_mw import WSGIRateLimitMiddleware
 
         middleware = WSGIRateLimitMiddleware(app.wsgi_app, storage=storage,
-                                             default_limits=limit)
+                                             default_limits=limit, **_our_options(variant))
         app.wsgi_app = middleware
         return Built(app, [middleware.limiter.close])
     if variant == "flask-limiter":

@@ -19,11 +19,11 @@ from typing import Any
 from .apps import (
     ASGI_VARIANTS,
     LIMIT_PER_MINUTE,
-    REDIS_ONLY,
     WSGI_VARIANTS,
     Built,
     build_asgi,
     build_wsgi,
+    measured_on,
 )
 from .drivers import run_asgi, run_wsgi
 from .stats import summary
@@ -49,7 +49,7 @@ def configs(storages: tuple[str, ...] = ("memory", "redis")) -> list[Config]:
     for interface, variants in (("asgi", ASGI_VARIANTS), ("wsgi", WSGI_VARIANTS)):
         out.append(Config(interface, "bare", "-"))
         out += [Config(interface, v, s) for s in storages for v in variants
-                if v != "bare" and (s == "redis" or v not in REDIS_ONLY)]
+                if v != "bare" and measured_on(v, s)]
     return out
 
 

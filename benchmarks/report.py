@@ -16,6 +16,7 @@ APP = {"asgi": "ASGI (Starlette)", "wsgi": "WSGI (Flask)"}
 DASH = "\u2013"  # en dash, for ranges and empty cells
 TIMES = "\u00d7"  # multiplication sign
 COLOURS = {"ratelimit-mw": "#1f6fb4", "ratelimit-mw-unbatched": "#8fb7da",
+           "ratelimit-mw-noheaders": "#8fb7da",
            "slowapi": "#f28e2b", "asgi-ratelimit": "#59a14f",
            "flask-limiter": "#e15759", "bare": "#9d9d9d"}
 

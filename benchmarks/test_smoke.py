@@ -24,10 +24,10 @@ from benchmarks.apps import (
     ASGI_VARIANTS,
     BODY,
     EXPECTED_HEADERS,
-    REDIS_ONLY,
     WSGI_VARIANTS,
     build_asgi,
     build_wsgi,
+    measured_on,
 )
 from benchmarks.drivers import Response, asgi_request, wsgi_request
 from benchmarks.redis_server import PrivateRedis
@@ -37,9 +37,9 @@ MODULES = {"slowapi": "slowapi", "flask-limiter": "flask_limiter",
            "asgi-ratelimit": "ratelimit", "starlette": "starlette", "flask": "flask",
            "redis": "redis", "uvicorn": "uvicorn", "gunicorn": "gunicorn"}
 
-CASES = [("asgi", v, s) for s in ("memory", "redis") for v in ASGI_VARIANTS
-         if s == "redis" or v not in REDIS_ONLY] + [
-    ("wsgi", v, s) for s in ("memory", "redis") for v in WSGI_VARIANTS]
+CASES = [(interface, v, s) for interface, variants in (("asgi", ASGI_VARIANTS),
+                                                      ("wsgi", WSGI_VARIANTS))
+         for s in ("memory", "redis") for v in variants if measured_on(v, s)]
 
 
 @pytest.fixture(scope="module")
