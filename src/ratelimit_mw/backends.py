@@ -27,7 +27,7 @@ from limits.util import WindowStats
 from . import _lua
 from ._batch import ScriptBatcher
 from .breaker import CircuitBreaker, EventHook
-from .core import Decision, Plan, PlanItem, Quota, limit_key, storage_key
+from .core import Decision, Plan, PlanItem, Quota, item_key, limit_key, storage_key
 from .errors import ConfigurationError, StorageError, StorageUnavailableError
 from .memory import MemoryStore
 from .rules import NAMESPACE
@@ -257,7 +257,7 @@ class ScriptPath:
         args: list[int] = [len(plan.items)]
         prefix = self._prefix
         for item in plan.items:
-            key = limit_key(item.limit, item.key)
+            key = item_key(item)
             if self._sliding:
                 current = f"{prefix}:{{{key}}}"
                 keys += (f"{current}/-1", current)

@@ -18,7 +18,8 @@ from .keys import KeyFunc, client_ip
 from .request import RequestInfo
 from .rules import CompiledRule, LimitsSpec, Rule, RuleTable, key_functions, parse_limits
 
-__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "limit_key", "storage_key"]
+__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "item_key", "limit_key",
+           "storage_key"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@!$&'()*+,;=~-]")
 _MAX_PART = 200
@@ -155,6 +156,25 @@ def limit_key(limit: RateLimitItem, key: str) -> str:
         suffix = _SUFFIXES[limit] = (
             f"/{limit.amount}/{limit.multiples}/{limit.GRANULARITY.name}")
     return f"{limit.namespace}/{key}{suffix}"
+
+
+# PlanItem -> its limit_key, by id: hashing a PlanItem hashes its RateLimitItem in Python.
+# Plans are cached and reused, so their items are too; the item is kept beside its key and
+# compared by identity, so a recycled id can never return another item's key.
+_ITEM_KEYS: dict[int, tuple[PlanItem, str]] = {}
+_ITEM_KEYS_MAX = 2 * 65536
+
+
+def item_key(item: PlanItem) -> str:
+    """``limit_key(item.limit, item.key)``, remembered for the items of cached plans."""
+    found = _ITEM_KEYS.get(id(item))
+    if found is not None and found[0] is item:
+        return found[1]
+    if len(_ITEM_KEYS) >= _ITEM_KEYS_MAX:
+        _ITEM_KEYS.clear()
+    key = limit_key(item.limit, item.key)
+    _ITEM_KEYS[id(item)] = (item, key)
+    return key
 
 
 _DEFAULT_NAME = "default"

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .core import Plan, Quota, limit_key
+from .core import Plan, Quota, item_key
 from .windows import DECODERS
 
 __all__ = ["MemoryStore"]
@@ -73,7 +73,9 @@ class MemoryStore:
         clock = self._clock()
         now = int(clock * 1000)
         with self._lock:
-            self._expire(now)
+            seconds = self._seconds
+            if seconds and seconds[0] * 1000 <= now:  # a second has passed: expire
+                self._expire(now)
             values = self._check(plan, now, consume)
         return self._decode(plan, values, clock)
 
@@ -118,7 +120,7 @@ class MemoryStore:
         data = self._data
         if len(plan.items) == 1:  # the common case, without the all-or-nothing pass
             item = plan.items[0]
-            key = limit_key(item.limit, item.key)
+            key = item_key(item)
             entry = data.get(key)
             if entry is not None and entry[1] <= now:
                 entry = None
@@ -136,7 +138,7 @@ class MemoryStore:
         entries = []
         ok = True
         for item in plan.items:
-            key = limit_key(item.limit, item.key)
+            key = item_key(item)
             entry = data.get(key)
             if entry is not None and entry[1] <= now:
                 entry = None
@@ -161,7 +163,7 @@ class MemoryStore:
         entries = []
         ok = True
         for item in plan.items:
-            key = limit_key(item.limit, item.key)
+            key = item_key(item)
             window = item.limit.get_expiry() * 1000
             entry = data.get(key)
             if entry is not None:
@@ -199,7 +201,7 @@ class MemoryStore:
         states = []
         ok = True
         for item in plan.items:
-            key = limit_key(item.limit, item.key)
+            key = item_key(item)
             window = item.limit.get_expiry() * 1000
             entry = data.get(key)
             if entry is not None and entry[1] <= now:

@@ -447,3 +447,18 @@ def test_shadow_global_and_per_rule() -> None:
         RequestInfo("GET", "/y", client="203.0.113.7")).shadow is True  # type: ignore[union-attr]
     with pytest.raises(ConfigurationError, match="shadow"):
         Rule("/z", "1/minute", shadow="yes")  # type: ignore[arg-type]
+
+
+def test_item_key_is_limit_key_and_never_another_items() -> None:
+    from limits import RateLimitItemPerMinute
+
+    from ratelimit_mw.core import PlanItem, item_key, limit_key
+
+    seen = set()
+    for n in range(2000):  # short-lived items: ids get recycled, keys must not
+        item = PlanItem(RateLimitItemPerMinute(5, namespace="rl"), f"{{r/ip:{n}}}", 1, "r")
+        key = item_key(item)
+        assert key == limit_key(item.limit, item.key)
+        assert item_key(item) == key  # remembered
+        seen.add(key)
+    assert len(seen) == 2000
