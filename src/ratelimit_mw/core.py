@@ -55,12 +55,17 @@ def _escape(part: str) -> str:
 
 
 class PlanItem(NamedTuple):
-    """One limit to apply: the item, the storage identifier, the cost, the policy name."""
+    """One limit to apply: the item, the storage identifier, the cost, the policy name.
+
+    ``limit_key`` is ``limits``' key for the pair (:func:`limit_key`), computed once when
+    the plan is built; ``""`` when unknown (it is then computed where needed).
+    """
 
     limit: RateLimitItem
     key: str
     cost: int
     policy: str
+    limit_key: str = ""
 
 
 class Plan(NamedTuple):
@@ -158,23 +163,9 @@ def limit_key(limit: RateLimitItem, key: str) -> str:
     return f"{limit.namespace}/{key}{suffix}"
 
 
-# PlanItem -> its limit_key, by id: hashing a PlanItem hashes its RateLimitItem in Python.
-# Plans are cached and reused, so their items are too; the item is kept beside its key and
-# compared by identity, so a recycled id can never return another item's key.
-_ITEM_KEYS: dict[int, tuple[PlanItem, str]] = {}
-_ITEM_KEYS_MAX = 2 * 65536
-
-
 def item_key(item: PlanItem) -> str:
-    """``limit_key(item.limit, item.key)``, remembered for the items of cached plans."""
-    found = _ITEM_KEYS.get(id(item))
-    if found is not None and found[0] is item:
-        return found[1]
-    if len(_ITEM_KEYS) >= _ITEM_KEYS_MAX:
-        _ITEM_KEYS.clear()
-    key = limit_key(item.limit, item.key)
-    _ITEM_KEYS[id(item)] = (item, key)
-    return key
+    """The ``limits`` key of *item*: the one its plan was built with, else computed."""
+    return item.limit_key or limit_key(item.limit, item.key)
 
 
 _DEFAULT_NAME = "default"
@@ -277,7 +268,7 @@ class Policy:
                 self._plans.clear()
             key = entry.key_prefix + _escape(identity) + "}"  # storage_key(name, identity)
             plan = self._plans[cache_key] = Plan(entry.name, identity, tuple(
-                PlanItem(limit, key, cost, policy)
+                PlanItem(limit, key, cost, policy, limit_key(limit, key))
                 for limit, policy in zip(entry.limits, entry.policies, strict=True)
             ), entry.shadow)
         return plan

@@ -449,16 +449,16 @@ def test_shadow_global_and_per_rule() -> None:
         Rule("/z", "1/minute", shadow="yes")  # type: ignore[arg-type]
 
 
-def test_item_key_is_limit_key_and_never_another_items() -> None:
-    from limits import RateLimitItemPerMinute
+def test_plans_carry_their_limits_keys() -> None:
+    from ratelimit_mw.core import item_key, limit_key
 
-    from ratelimit_mw.core import PlanItem, item_key, limit_key
-
-    seen = set()
-    for n in range(2000):  # short-lived items: ids get recycled, keys must not
-        item = PlanItem(RateLimitItemPerMinute(5, namespace="rl"), f"{{r/ip:{n}}}", 1, "r")
-        key = item_key(item)
-        assert key == limit_key(item.limit, item.key)
-        assert item_key(item) == key  # remembered
-        seen.add(key)
-    assert len(seen) == 2000
+    policy = Policy(default_limits="5/minute;100/hour", rules=[Rule("/a/{id}", "1/second")])
+    for path in ("/a/1", "/b"):
+        plan = policy.plan(RequestInfo("GET", path, client="203.0.113.7"))
+        assert plan is not None
+        for item in plan.items:
+            assert item.limit_key == limit_key(item.limit, item.key)
+            assert item_key(item) == item.limit_key
+    # A hand-built item without one still gets the right key.
+    bare = plan.items[0]._replace(limit_key="")
+    assert item_key(bare) == limit_key(bare.limit, bare.key)
