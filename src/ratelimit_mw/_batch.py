@@ -4,13 +4,17 @@ Under concurrency (an ASGI server with many requests in flight) every request's 
 one ``EVALSHA``. Sent one by one, each takes a connection from the pool, a write and a
 read. Gathered per tick, they share one connection, one write and one read; Redis runs
 them in order, each script still atomic, so every request gets exactly the answer it
-would have had alone. A call alone in its tick still costs one round trip, as before.
+would have had alone.
+
+Gathering waits for the end of the tick, a few µs. A call made while no other is waiting
+on Redis does not wait: it is sent at once, as it would be without batching, so a lone
+request pays nothing; the calls that arrive while it is in flight form the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["ScriptBatcher"]
@@ -31,7 +35,7 @@ class ScriptBatcher:
     and sends the failed calls again, once.
     """
 
-    __slots__ = ("_client", "_loop", "_pending", "_script", "_tasks", "max_batch")
+    __slots__ = ("_busy", "_client", "_loop", "_pending", "_script", "_tasks", "max_batch")
 
     def __init__(self, client: Any, script: Any, *, max_batch: int = 256) -> None:
         self._client = client
@@ -39,15 +43,23 @@ class ScriptBatcher:
         self._pending: list[_Call] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._busy = 0  # calls sent and not yet answered
         #: A bound on one pipeline's size, so a burst cannot build one huge reply.
         self.max_batch = max_batch
 
-    def __call__(self, *, keys: Sequence[str], args: Sequence[int]) -> Awaitable[Any]:
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[int]) -> Any:
         """The script's reply for *keys* and *args*, sent with this tick's other calls."""
         loop = asyncio.get_running_loop()
+        if not self._pending and not self._busy:
+            # Nothing in flight: no reason to wait for others.
+            self._busy += 1
+            try:
+                return await self._script(keys=keys, args=args)
+            finally:
+                self._busy -= 1
         if self._pending and self._loop is not loop:
             # Another loop's batch is open (a limiter shared across loops): go alone.
-            return self._script(keys=keys, args=args)  # type: ignore[no-any-return]
+            return await self._script(keys=keys, args=args)
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             self._loop = loop
@@ -57,7 +69,7 @@ class ScriptBatcher:
         self._pending.append((keys, args, future))
         if len(self._pending) >= self.max_batch:
             self._flush()
-        return future
+        return await future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -69,12 +81,14 @@ class ScriptBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
+        self._busy += len(batch)
         try:
             # A request cancelled meanwhile (its client went away) needs no answer.
             live = [call for call in batch if not call[2].done()]
             if live:
                 await self._answer(live, retry=True)
         finally:
+            self._busy -= len(batch)
             # Never leave a request waiting: cancelled here means cancelled there.
             for _, _, future in batch:
                 if not future.done():
@@ -103,7 +117,7 @@ class ScriptBatcher:
             return
         unloaded: list[_Call] = []
         for call, result in zip(calls, results, strict=True):
-            if retry and _is_noscript(result):
+            if retry and isinstance(result, Exception) and _is_noscript(result):
                 unloaded.append(call)
             else:
                 _settle(call[2], result)

@@ -29,12 +29,12 @@ def plan(limits: str = "100/minute", client: str = "203.0.113.7", path: str = "/
     return policy.plan(RequestInfo("GET", path, client=client))
 
 
-def addresses(lines: list[str]) -> Counter[str]:
-    """How many client commands each client address (one connection) sent."""
+def evalsha_by_connection(lines: list[str]) -> Counter[str]:
+    """How many EVALSHAs each client address (one connection) sent."""
     out: Counter[str] = Counter()
     for line in lines:
-        where = line.partition("] ")[0]
-        if " lua" not in where:
+        where, _, rest = line.partition("] ")
+        if " lua" not in where and rest.startswith('"EVALSHA"'):
             out[where.rsplit(" ", 1)[1]] += 1
     return out
 
@@ -54,9 +54,11 @@ async def test_concurrent_checks_share_one_connection(private_redis: PrivateRedi
                                        for n in range(50)))
     lines = monitor.stop()
     await limiter.aclose()
-    assert client_commands(lines) == ["EVALSHA"] * 50
-    # One connection carried all 50 (batched), where one each would have opened up to 50.
-    assert len(addresses(lines)) == 1
+    assert client_commands(lines).count("EVALSHA") == 50
+    # The first check went alone (nothing was in flight); the 49 that came while it was
+    # out went as one pipeline on one connection, where one each would have taken up to
+    # 49 connections.
+    assert sorted(evalsha_by_connection(lines).values()) in ([1, 49], [50])
     assert all(d.allowed and d.quotas[0].remaining == 99 for d in decisions)
 
 
@@ -113,7 +115,9 @@ async def test_cancelled_checks_do_not_disturb_the_rest(private_redis: PrivateRe
     results = await asyncio.gather(*tasks, return_exceptions=True)
     kept = results[1::2]
     assert all(not isinstance(r, BaseException) and r.allowed for r in kept), kept
-    assert all(isinstance(r, asyncio.CancelledError) for r in results[::2])
+    # The first went alone (nothing was in flight): redis-py may still finish a call that
+    # is already out when it is cancelled. The others were waiting for their batch.
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[2::2]), results[::2]
     # The connection is still good: the next check is answered, and the cancelled
     # requests were either counted or not, never half-counted.
     after = await limiter.acheck(plan())
@@ -121,45 +125,57 @@ async def test_cancelled_checks_do_not_disturb_the_rest(private_redis: PrivateRe
     await limiter.aclose()
 
 
+class Counting:
+    """The real client; only records the length of each pipeline it executes."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.sizes: list[int] = []
+
+    def pipeline(self, **kwargs: Any) -> Any:
+        pipe = self.client.pipeline(**kwargs)
+        execute = pipe.execute
+
+        async def counted(**kw: Any) -> Any:
+            self.sizes.append(len(pipe))
+            return await execute(**kw)
+
+        pipe.execute = counted
+        return pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
 async def test_max_batch_bounds_one_pipeline(private_redis: PrivateRedis) -> None:
     client = redis.asyncio.Redis(port=private_redis.port)
-    sizes: list[int] = []
-
-    class Counting:  # the real client; only records each pipeline's length
-        def pipeline(self, **kwargs: Any) -> Any:
-            pipe = client.pipeline(**kwargs)
-            execute = pipe.execute
-
-            async def counted(**kw: Any) -> Any:
-                sizes.append(len(pipe))
-                return await execute(**kw)
-
-            pipe.execute = counted
-            return pipe
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(client, name)
-
+    counting = Counting(client)
     script = client.register_script("return ARGV[1]")
-    batcher = ScriptBatcher(Counting(), script, max_batch=8)
+    batcher = ScriptBatcher(counting, script, max_batch=8)
     await batcher(keys=["k"], args=[0])  # load the script
     replies = await asyncio.gather(*(batcher(keys=["k"], args=[n]) for n in range(20)))
     assert [int(r) for r in replies] == list(range(20))  # each call got its own reply
-    assert sizes == [8, 8, 4]
+    # The first went alone (nothing in flight), the other 19 in pipelines of at most 8.
+    assert counting.sizes == [8, 8, 3]
     await batcher.aclose()
     await client.aclose()
 
 
-async def test_a_lone_call_is_sent_as_it_is(private_redis: PrivateRedis,
-                                            tmp_path: Path) -> None:
-    limiter = AsyncRateLimiter(private_redis.url)
-    await limiter.acheck(plan())
+async def test_a_lone_call_is_sent_at_once(private_redis: PrivateRedis,
+                                           tmp_path: Path) -> None:
+    # Nothing in flight: sent at once, no pipeline, no waiting for the end of the tick.
+    client = redis.asyncio.Redis(port=private_redis.port)
+    counting = Counting(client)
+    batcher = ScriptBatcher(counting, client.register_script("return ARGV[1]"))
+    await batcher(keys=["k"], args=[0])  # connect and load the script
     monitor = Monitor(private_redis.port, tmp_path / "monitor.txt")
-    for _ in range(5):
-        await limiter.acheck(plan())
+    for n in range(5):
+        assert int(await batcher(keys=["k"], args=[n])) == n
+    assert counting.sizes == []
     assert client_commands(monitor.stop()) == ["EVALSHA"] * 5
     assert connections(private_redis) == 1
-    await limiter.aclose()
+    await batcher.aclose()
+    await client.aclose()
 
 
 def test_batch_option_is_checked() -> None:
