@@ -118,8 +118,12 @@ def _storage_events(storage_hook: StorageEventHook | None,
         return storage_hook
 
     def both(event: StorageEvent, error: BaseException | None) -> None:
-        if storage_hook is not None:
-            storage_hook(event, error)
-        safe_emit(hook, RateLimitEvent(event, error=error))
+        try:
+            if storage_hook is not None:
+                storage_hook(event, error)
+        finally:
+            # A failing storage hook is the breaker's to log; on_event (and the metrics
+            # on it) must still hear of the outage.
+            safe_emit(hook, RateLimitEvent(event, error=error))
 
     return both

@@ -242,13 +242,14 @@ class _APIKey:
 
     def __call__(self, request: RequestInfo) -> str | None:
         secret = request.header(self._header) if self._header else None
+        secret = secret.strip() if secret else None  # blank is no key: "   " shared one
         if not secret and self._query and request.query:
             for name, value in parse_qsl(request.query, keep_blank_values=False):
                 if name == self._query:
-                    secret = value
+                    secret = value.strip()
                     break
         if secret:
-            return "key:" + _digest(secret.strip())
+            return "key:" + _digest(secret)
         return self._fallback(request) if self._fallback else None
 
 

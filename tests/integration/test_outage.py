@@ -221,3 +221,20 @@ def _plan_x() -> Any:
     from ratelimit_mw.core import Policy
 
     return Policy(default_limits="100/minute").plan(_info("/x"))
+
+
+async def test_a_failing_storage_hook_does_not_hide_the_outage_from_on_event(
+        server: PrivateRedis, caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+
+    def broken(event: str, error: BaseException | None) -> None:
+        raise RuntimeError("storage hook bug")
+
+    app = RateLimitMiddleware(starlette_app, storage=server.url, default_limits="100/minute",
+                              on_storage_event=broken,
+                              on_event=lambda event: seen.append(event.kind))
+    server.kill()
+    async with client(app) as c:
+        assert (await c.post("/login")).status_code == 200  # the memory fallback answers
+    assert "storage_down" in seen
+    assert "storage hook bug" in caplog.text  # logged, not swallowed

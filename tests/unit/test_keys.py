@@ -504,6 +504,15 @@ def test_api_key_absent_falls_through(headers: dict[str, str] | None) -> None:
     assert keys.api_key()(req(headers={"X-API-Key": "k"})) is not None
 
 
+@pytest.mark.parametrize("blank", ["   ", "\t", " \t "])
+def test_api_key_blank_is_no_key(blank: str) -> None:
+    # A blank key used to hash to one shared identity for every client sending it.
+    assert keys.api_key()(req(headers={"X-API-Key": blank})) is None
+    assert keys.api_key(None, query="k")(req(query="k=%20%20")) is None
+    fallback = keys.api_key(fallback=keys.client_ip())
+    assert fallback(req("198.51.100.9", {"X-API-Key": blank})) == ipkey("198.51.100.9")
+
+
 def test_api_key_fallback_must_be_callable() -> None:
     with pytest.raises(ConfigurationError, match="fallback"):
         keys.api_key(fallback="ip")  # type: ignore[arg-type]
