@@ -48,7 +48,8 @@ class ScriptBatcher:
         self.max_batch = max_batch
 
     async def __call__(self, *, keys: Sequence[str], args: Sequence[int]) -> Any:
-        """The script's reply for *keys* and *args*, sent with this tick's other calls."""
+        """The script's reply for *keys* and *args*: sent at once when nothing is in
+        flight, else with the other calls of this tick, as one pipeline."""
         loop = asyncio.get_running_loop()
         if not self._pending and not self._busy:
             # Nothing in flight: no reason to wait for others.

@@ -64,9 +64,10 @@ class RedisOptions:
     connections; in front of an API both are wrong. We use a blocking pool (requests
     wait up to ``pool_timeout`` for a free connection) and sub-second socket timeouts.
 
-    ``batch`` (asyncio, standalone Redis): the checks of the requests that reach the
-    limiter in the same event-loop tick go to Redis as one pipeline, one write and one
-    read for all of them; each still runs its own atomic script and gets its own answer.
+    ``batch`` (asyncio, standalone Redis and Sentinel): checks that reach the limiter
+    while others are waiting on Redis are gathered, per event-loop tick, into one
+    pipeline, one write and one read for all of them; each still runs its own atomic
+    script and gets its own answer. A check with nothing in flight is sent at once.
 
     Example::
 
