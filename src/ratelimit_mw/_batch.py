@@ -50,7 +50,6 @@ class ScriptBatcher:
     async def __call__(self, *, keys: Sequence[str], args: Sequence[int]) -> Any:
         """The script's reply for *keys* and *args*: sent at once when nothing is in
         flight, else with the other calls of this tick, as one pipeline."""
-        loop = asyncio.get_running_loop()
         if not self._pending and not self._busy:
             # Nothing in flight: no reason to wait for others.
             self._busy += 1
@@ -58,6 +57,7 @@ class ScriptBatcher:
                 return await self._script(keys=keys, args=args)
             finally:
                 self._busy -= 1
+        loop = asyncio.get_running_loop()
         if self._pending and self._loop is not loop:
             # Another loop's batch is open (a limiter shared across loops): go alone.
             return await self._script(keys=keys, args=args)

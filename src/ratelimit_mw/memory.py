@@ -60,10 +60,7 @@ class MemoryStore:
 
     def check(self, plan: Plan, *, consume: bool = True) -> list[int]:
         """Decide *plan* (consuming if allowed and *consume*); the script's integers."""
-        now = int(self._clock() * 1000)
-        with self._lock:
-            self._expire(now)
-            return self._check(plan, now, consume)
+        return self._decide(plan, int(self._clock() * 1000), consume)
 
     def quotas(self, plan: Plan, *, consume: bool = True) -> tuple[Quota, ...]:
         """Decide *plan* and decode the result: one :class:`Quota` per plan item.
@@ -71,13 +68,14 @@ class MemoryStore:
         One clock reading serves the check and the quotas' reset times.
         """
         clock = self._clock()
-        now = int(clock * 1000)
+        return self._decode(plan, self._decide(plan, int(clock * 1000), consume), clock)
+
+    def _decide(self, plan: Plan, now: int, consume: bool) -> list[int]:
         with self._lock:
             seconds = self._seconds
             if seconds and seconds[0] * 1000 <= now:  # a second has passed: expire
                 self._expire(now)
-            values = self._check(plan, now, consume)
-        return self._decode(plan, values, clock)
+            return self._check(plan, now, consume)
 
     def clear(self, key: str) -> None:
         """Forget every counter stored under *key*."""

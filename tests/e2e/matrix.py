@@ -40,9 +40,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from tests.integration.realservers import Server
+from tests.integration.realservers import ROOT, Server
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DJANGO_DIR = EXAMPLES / "django"
 HOST = "127.0.0.1"
