@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.redis_server import PrivateRedis, find_redis
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _disconnect_dropped_pools() -> Iterator[None]:
+    """Disconnect the sync redis-py pools a test module left behind.
+
+    redis-py 8 links a pool, its connections and their maintenance-notification handlers
+    in reference cycles. A client dropped without ``close()`` (the docs' examples, like
+    most apps, never close theirs) leaves that cycle to the garbage collector, which may
+    finalize a connection's socket before the connection that would close it: an
+    "unclosed socket" ResourceWarning at a later, unrelated moment, often in the final
+    collection after the last test, where it fails the run and names no test.
+    Disconnecting the module's new pools makes the release deterministic. Only sync
+    pools: an asyncio pool belongs to its (closed) loop, and those tests close theirs.
+    """
+    before = sync_pools()  # held until the end, so no id in it is reused meanwhile
+    yield
+    disconnect_new_pools(before)
+
+
+def sync_pools() -> list[redis.ConnectionPool]:
+    """Every sync redis-py pool alive, or dropped but not yet collected."""
+    return [o for o in gc.get_objects() if isinstance(o, redis.ConnectionPool)]
+
+
+def disconnect_new_pools(before: list[redis.ConnectionPool]) -> None:
+    """Disconnect the pools made since *before* (a `sync_pools` result)."""
+    old = {id(pool) for pool in before}
+    for pool in sync_pools():
+        if id(pool) not in old:
+            pool.disconnect()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from ratelimit_mw import RateLimitMiddleware, Rule, keys
+from ratelimit_mw import RateLimitMiddleware, RedisOptions, Rule, keys
 from tests.integration.test_limiter import closed_port_url
 
 calls: list[str] = []
@@ -195,7 +195,11 @@ async def test_exempt_route_never_limited(storage_url: str) -> None:
 async def test_200_concurrent_requests_admit_exactly_100_on_redis(redis_url: str,
                                                                    redis_client: Any,
                                                                    strategy: str) -> None:
-    app = build(redis_url, strategy=strategy, default_limits="100/minute", rules=[])
+    # Generous timeouts and "deny": on a loaded machine a slow connect must not fall back
+    # to memory (which admits its own 100); a storage failure shows as a 503 by name.
+    app = build(redis_url, strategy=strategy, default_limits="100/minute", rules=[],
+                on_storage_error="deny",
+                redis_options=RedisOptions(socket_timeout=10, socket_connect_timeout=10))
     async with client(app) as c:
         responses = await asyncio.gather(*(c.get("/search") for _ in range(200)),
                                          return_exceptions=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import disconnect_new_pools, sync_pools
 from tests.docs.codeblocks import for_tests, titled_files
 
 
@@ -30,9 +31,13 @@ def page_env(redis_url: str, redis_client: Any, tmp_path: Path,
     import prometheus_client
 
     collectors = set(prometheus_client.REGISTRY._collector_to_names)
+    pools = sync_pools()
     try:
         yield tmp_path
     finally:
+        # The pages build apps and limiters and never close them, as users' apps don't:
+        # release their connections now, not at some later collection (see tests/conftest).
+        disconnect_new_pools(pools)
         for collector in set(prometheus_client.REGISTRY._collector_to_names) - collectors:
             prometheus_client.REGISTRY.unregister(collector)
         logging.getLogger().setLevel(root_level)

@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
@@ -179,14 +180,23 @@ def flask_app() -> flask.Flask:
     return app
 
 
-def flask_client(storage: str, peer: str = "203.0.113.7", **options: Any) -> httpx.Client:
+@contextmanager
+def flask_client(storage: str, peer: str = "203.0.113.7",
+                 **options: Any) -> Iterator[httpx.Client]:
     app = flask_app()
     options.setdefault("rules", [Rule("/login", "5/minute", methods=["POST"]),
                                  Rule("/items/{id}", "10/minute")])
-    app.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, storage=storage, default_limits="100/minute", **options)
-    return httpx.Client(transport=httpx.WSGITransport(app=app, remote_addr=peer),
-                        base_url="http://testserver")
+    middleware = WSGIRateLimitMiddleware(app.wsgi_app, storage=storage,
+                                         default_limits="100/minute", **options)
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    try:
+        with httpx.Client(transport=httpx.WSGITransport(app=app, remote_addr=peer),
+                          base_url="http://testserver") as client:
+            yield client
+    finally:
+        # The Flask app is a reference cycle: left to the collector, a Redis socket could
+        # be finalized before the connection that closes it (a stray ResourceWarning).
+        middleware.limiter.close()
 
 
 def test_flask_sixth_login_429(storage_url: str, strategy: str) -> None:
