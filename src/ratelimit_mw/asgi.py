@@ -47,7 +47,7 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
     (not one passed as *limiter*). Other scope types pass through untouched.
 
     Security: the client is the socket peer unless you configure trusted proxies in
-    :func:`ratelimit_mw.keys.client_ip`; paths are normalised before rules match.
+    `ratelimit_mw.keys.client_ip`; paths are normalised before rules match.
     """
 
     _limiter_class = AsyncRateLimiter

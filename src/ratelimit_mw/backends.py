@@ -1,6 +1,6 @@
-"""Limiters on ``limits`` storages: :class:`RateLimiter` (sync) and :class:`AsyncRateLimiter`.
+"""Limiters on ``limits`` storages: `RateLimiter` (sync) and `AsyncRateLimiter`.
 
-The logic of a check lives once, in :func:`_check_flow`, a generator that yields storage
+The logic of a check lives once, in `_check_flow`, a generator that yields storage
 operations and receives their results (the shape of httpx's auth flows). The sync and async
 limiters only differ in how they run an operation: ``op(strategy)`` or
 ``await op(strategy)``.

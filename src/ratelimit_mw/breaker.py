@@ -85,7 +85,7 @@ class CircuitBreaker:
             return True
 
     def abandoned(self) -> None:
-        """The request given :meth:`allow` ended without an answer (cancelled, or an
+        """The request given `allow` ended without an answer (cancelled, or an
         error that says nothing about the storage): let another request probe."""
         self._probing = False
 

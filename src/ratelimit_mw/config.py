@@ -137,7 +137,7 @@ class Settings:
         return rules
 
     def middleware_options(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`RateLimitMiddleware` or the WSGI one."""
+        """Keyword arguments for `RateLimitMiddleware` or the WSGI one."""
         options: dict[str, Any] = {
             "storage": self.storage,
             "strategy": self.strategy,

@@ -1,7 +1,7 @@
 """The I/O-free core: from a request to a plan, and the types of plans and decisions.
 
-Everything here is pure: the ASGI and WSGI adapters call :meth:`Policy.plan`, hand the
-plan to a limiter (the only I/O) and render the :class:`Decision` it returns.
+Everything here is pure: the ASGI and WSGI adapters call `Policy.plan`, hand the
+plan to a limiter (the only I/O) and render the `Decision` it returns.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _escape(part: str) -> str:
 class PlanItem(NamedTuple):
     """One limit to apply: the item, the storage identifier, the cost, the policy name.
 
-    ``limit_key`` is ``limits``' key for the pair (:func:`limit_key`), computed once when
+    ``limit_key`` is ``limits``' key for the pair (`limit_key`), computed once when
     the plan is built; ``""`` when unknown (it is then computed where needed).
     """
 
@@ -93,7 +93,7 @@ class Quota(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """What the limiter decided for one request, one :class:`Quota` per plan item.
+    """What the limiter decided for one request, one `Quota` per plan item.
 
     Available to the app as ``scope["state"]["ratelimit"]`` (ASGI) or
     ``environ["ratelimit_mw.decision"]`` (WSGI). ``storage_error`` is true when the
@@ -183,7 +183,7 @@ def _checked_cost(cost: object, rule: str) -> int:
 
 
 class Policy:
-    """Rules, defaults and keys compiled into a function from request to :class:`Plan`.
+    """Rules, defaults and keys compiled into a function from request to `Plan`.
 
     Shared by the ASGI and the WSGI middleware; pure, so it is tested with plain objects.
 

@@ -1,4 +1,4 @@
-"""Quota headers and problem bodies for a :class:`~ratelimit_mw.core.Decision`. No I/O.
+"""Quota headers and problem bodies for a `Decision`. No I/O.
 
 - IETF draft-ietf-httpapi-ratelimit-headers-11 ``RateLimit-Policy`` and ``RateLimit``
   (structured fields, RFC 9651): one list member per limit in force.
@@ -65,7 +65,7 @@ class HeaderRenderer:
 
     def render_asgi(self, decision: Decision, *, shadow: bool = False,
                     ) -> list[tuple[bytes, bytes]]:
-        """:meth:`render` as ASGI wants it: lower-case names, latin-1 bytes."""
+        """`render` as ASGI wants it: lower-case names, latin-1 bytes."""
         quotas = decision.quotas
         if len(quotas) == 1 and decision.allowed:
             # The common case, straight to bytes (the same fields as render() gives).

@@ -63,7 +63,7 @@ class MemoryStore:
         return self._decide(plan, int(self._clock() * 1000), consume)
 
     def quotas(self, plan: Plan, *, consume: bool = True) -> tuple[Quota, ...]:
-        """Decide *plan* and decode the result: one :class:`Quota` per plan item.
+        """Decide *plan* and decode the result: one `Quota` per plan item.
 
         One clock reading serves the check and the quotas' reset times.
         """

@@ -43,7 +43,7 @@ def normalize_path(path: str) -> str:
 class RequestInfo:
     """What the limiter may know of a request: method, path, headers, peer.
 
-    Built once per request by :meth:`from_scope` (ASGI) or :meth:`from_environ` (WSGI).
+    Built once per request by `from_scope` (ASGI) or `from_environ` (WSGI).
     Header names are lower case; repeated headers are joined with ``", "`` as RFC 9110
     allows for list-valued fields. Headers are decoded lazily, on first use.
 
@@ -54,7 +54,7 @@ class RequestInfo:
         assert info.header("X-API-Key") == "secret"
 
     Security: every header here comes from the client; only ``client`` (the socket peer)
-    is not. Trust a header only through configuration (see :func:`ratelimit_mw.keys.client_ip`).
+    is not. Trust a header only through configuration (see `ratelimit_mw.keys.client_ip`).
     """
 
     __slots__ = ("_headers", "_host", "_query", "_raw_headers", "_raw_path", "client",

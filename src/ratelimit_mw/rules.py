@@ -178,7 +178,7 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
-    """A :class:`Rule` checked and prepared for matching."""
+    """A `Rule` checked and prepared for matching."""
 
     template: str
     regex: re.Pattern[str] | None

@@ -1,4 +1,4 @@
-"""Turn the numbers a one-round-trip check returns into :class:`Quota` objects. No I/O.
+"""Turn the numbers a one-round-trip check returns into `Quota` objects. No I/O.
 
 Each strategy's script (see ``_lua.py``) returns a fixed number of integers per limit;
 the functions here make quotas of them, so the arithmetic of resets and retries lives in

@@ -20,7 +20,7 @@ from .rules import LimitsSpec, Rule
 
 __all__ = ["ENVIRON_KEY", "WSGIRateLimitMiddleware"]
 
-#: Where the app finds the :class:`~ratelimit_mw.core.Decision` of its request.
+#: Where the app finds the `Decision` of its request.
 ENVIRON_KEY = "ratelimit_mw.decision"
 
 
@@ -36,14 +36,14 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
             rules=[Rule("/login", "5/minute", methods=["POST"])],
         )
 
-    The same options as :class:`ratelimit_mw.RateLimitMiddleware`. Allowed requests reach
+    The same options as `ratelimit_mw.RateLimitMiddleware`. Allowed requests reach
     *app* with the quota headers added to its ``start_response``; refused ones get a 429
     ``application/problem+json`` body (or *limited_app*, a WSGI app of yours). The app
     finds the decision in ``environ["ratelimit_mw.decision"]``. The app's iterable is
     returned as it is, so ``close()``, ``write`` and ``exc_info`` keep working.
 
     Security: the client is ``REMOTE_ADDR`` unless you configure trusted proxies in
-    :func:`ratelimit_mw.keys.client_ip`; paths are normalised before rules match.
+    `ratelimit_mw.keys.client_ip`; paths are normalised before rules match.
     """
 
     _limiter_class = RateLimiter

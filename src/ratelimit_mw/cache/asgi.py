@@ -43,9 +43,9 @@ class ResponseCacheMiddleware:
     PATCH or DELETE drops the URI's entries. Hits carry ``Age``, ``Cache-Status`` and an
     ``ETag``, and answer a matching ``If-None-Match`` with 304. One request per variant
     fetches a missing entry; the others wait for it (bounded). *cache* ``None`` means an
-    :class:`AsyncRedisCache` on ``$REDIS_URL``, else memory.
+    `AsyncRedisCache` on ``$REDIS_URL``, else memory.
 
-    Order with the rate limiter: put :class:`RateLimitMiddleware` outside (the default
+    Order with the rate limiter: put `RateLimitMiddleware` outside (the default
     advice) and every hit still counts against the quota, with current quota headers on
     it; put it inside and hits are free.
 

@@ -1,6 +1,6 @@
 """The response cache's logic, once, as generators of cache operations (no I/O).
 
-The ASGI and WSGI middlewares drive these generators: each yields an :data:`Op` — the
+The ASGI and WSGI middlewares drive these generators: each yields an `Op` — the
 name of a cache method and its arguments, or ``("sleep", seconds)`` — and receives the
 result. The sync driver calls ``getattr(cache, name)(*args)``, the async one awaits it;
 that is the only difference between them.
@@ -26,7 +26,7 @@ Op = tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class CacheRule:
-    """Caching for the paths matching *path* (the same templates as :class:`Rule`).
+    """Caching for the paths matching *path* (the same templates as `Rule`).
 
     *ttl* is used when the response states no freshness (``s-maxage``/``max-age``);
     ``exempt=True`` never caches the route; ``allow_authorized=True`` lets requests with

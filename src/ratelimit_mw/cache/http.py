@@ -1,8 +1,8 @@
 """The rules of a shared HTTP cache (RFC 9111), as pure functions. No I/O.
 
 The middlewares ask three questions of this module: may this request use the cache
-(:func:`lookup_key`), may this response be stored and for how long (:func:`storable`),
-and what does a hit look like (:func:`hit_response`).
+(`lookup_key`), may this response be stored and for how long (`storable`),
+and what does a hit look like (`hit_response`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""JSON caches: :class:`RedisCache`, :class:`AsyncRedisCache` and :class:`MemoryCache`.
+"""JSON caches: `RedisCache`, `AsyncRedisCache` and `MemoryCache`.
 
 A cache never fails a request: every storage error is caught and reported as a miss or a
 no-op, and a circuit breaker (the limiter's) stops paying timeouts while Redis is down,
@@ -174,7 +174,7 @@ class RedisCache(_RedisBase):
         self._call(None, self._unlock, keys=[self.key(name)], args=[token])
 
     def tag(self, tag: str, name: str, ttl: int) -> None:
-        """Remember that *name* belongs to *tag* (for :meth:`invalidate_tag`)."""
+        """Remember that *name* belongs to *tag* (for `invalidate_tag`)."""
         self._call(None, self._tag_script, keys=[self.key(tag)], args=[self.key(name), ttl])
 
     def invalidate_tag(self, tag: str) -> int:
@@ -208,7 +208,7 @@ class RedisCache(_RedisBase):
 
 
 class AsyncRedisCache(_RedisBase):
-    """:class:`RedisCache` for asyncio: the same methods as coroutines (``aclose``).
+    """`RedisCache` for asyncio: the same methods as coroutines (``aclose``).
 
     Example::
 
@@ -414,7 +414,7 @@ class MemoryCache:
 
 
 class AsyncMemoryCache:
-    """A :class:`MemoryCache` behind the async interface (no I/O: nothing really waits).
+    """A `MemoryCache` behind the async interface (no I/O: nothing really waits).
 
     Example::
 

@@ -29,7 +29,7 @@ __all__ = ["WSGIResponseCacheMiddleware"]
 
 
 class WSGIResponseCacheMiddleware:
-    """The shared HTTP cache of :class:`ResponseCacheMiddleware`, for WSGI apps.
+    """The shared HTTP cache of `ResponseCacheMiddleware`, for WSGI apps.
 
     Example::
 
@@ -39,8 +39,8 @@ class WSGIResponseCacheMiddleware:
 
     The same rules, keys and headers as the ASGI middleware. The app's iterable is passed
     through as it streams (``close()`` kept); a copy up to *max_body_size* is stored once
-    the server has sent it all. *cache* ``None``: :class:`RedisCache` on ``$REDIS_URL``,
-    else :class:`MemoryCache`.
+    the server has sent it all. *cache* ``None``: `RedisCache` on ``$REDIS_URL``,
+    else `MemoryCache`.
     """
 
     def __init__(
