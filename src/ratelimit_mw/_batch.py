@@ -14,8 +14,15 @@ request pays nothing; the calls that arrive while it is in flight form the next 
 from __future__ import annotations
 
 import asyncio
+import math
+import sys
 from collections.abc import Sequence
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _deadline
+else:  # pragma: no cover - redis-py depends on async-timeout before 3.11
+    from async_timeout import timeout as _deadline
 
 __all__ = ["ScriptBatcher"]
 
@@ -54,7 +61,7 @@ class ScriptBatcher:
             # Nothing in flight: no reason to wait for others.
             self._busy += 1
             try:
-                return await self._script(keys=keys, args=args)
+                return await self._alone(keys, args)
             finally:
                 self._busy -= 1
         loop = asyncio.get_running_loop()
@@ -96,32 +103,18 @@ class ScriptBatcher:
                     future.cancel()
 
     async def _answer(self, calls: list[_Call], *, retry: bool) -> None:
-        if len(calls) == 1:
-            keys, args, future = calls[0]
-            try:
-                # The registered script's own call: it loads the script on NOSCRIPT.
-                result = await self._script(keys=keys, args=args)
-            except Exception as exc:
-                _settle(future, exc)
-            else:
-                _settle(future, result)
-            return
-        pipe = self._client.pipeline(transaction=False)
-        sha = self._script.sha
-        for keys, args, _ in calls:
-            pipe.evalsha(sha, len(keys), *keys, *args)
         try:
-            results = await pipe.execute(raise_on_error=False)
+            replies = await self._exchange([(keys, args) for keys, args, _ in calls])
         except Exception as exc:  # the connection failed: every call failed with it
             for _, _, future in calls:
                 _settle(future, exc)
             return
         unloaded: list[_Call] = []
-        for call, result in zip(calls, results, strict=True):
-            if retry and isinstance(result, Exception) and _is_noscript(result):
+        for call, reply in zip(calls, replies, strict=True):
+            if retry and _is_noscript(reply):
                 unloaded.append(call)
             else:
-                _settle(call[2], result)
+                _settle(call[2], reply)
         if unloaded:
             try:
                 await self._client.script_load(self._script.script)
@@ -130,6 +123,56 @@ class ScriptBatcher:
                     _settle(future, exc)
                 return
             await self._answer(unloaded, retry=False)
+
+    async def _alone(self, keys: Sequence[str], args: Sequence[int]) -> Any:
+        """One call, sent at once (reloading the script after a ``NOSCRIPT``, once)."""
+        (reply,) = await self._exchange([(keys, args)])
+        if _is_noscript(reply):
+            await self._client.script_load(self._script.script)
+            (reply,) = await self._exchange([(keys, args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _exchange(self, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
+                        ) -> list[Any]:
+        """The replies to *calls*, sent as one write on one pooled connection.
+
+        An error reply (``NOSCRIPT``, a script error) takes its call's place in the list.
+        One deadline, the connection's ``socket_timeout``, bounds the whole exchange:
+        redis-py's ``Pipeline`` starts a timer per reply and runs each command through
+        its retry and callback layers, which cost the uvicorn benchmark about 7% of its
+        throughput (docs/storage.md).
+        """
+        from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        pool = self._client.connection_pool
+        connection = await pool.get_connection()
+        sha = self._script.sha
+        try:
+            try:
+                async with _deadline(connection.socket_timeout):
+                    await connection.send_packed_command(connection.pack_commands(
+                        [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+                    ))
+                    replies: list[Any] = []
+                    for _ in calls:
+                        try:
+                            # inf: no timer of its own, the deadline above covers it.
+                            replies.append(await connection.read_response(timeout=math.inf))
+                        except ResponseError as error:
+                            replies.append(error)
+            except asyncio.TimeoutError:
+                raise RedisTimeoutError(
+                    f"Timeout reading from {connection.host}:{connection.port}") from None
+        except BaseException:
+            # Unread replies would reach the connection's next user: drop it instead.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
 
     async def aclose(self) -> None:
         """Wait for the pipelines in flight (each bounded by the socket timeout)."""

@@ -126,22 +126,28 @@ async def test_cancelled_checks_do_not_disturb_the_rest(private_redis: PrivateRe
 
 
 class Counting:
-    """The real client; only records the length of each pipeline it executes."""
+    """The real client; records how many commands each write to Redis carries."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.sizes: list[int] = []
+        pool = client.connection_pool
+        get_connection = pool.get_connection
 
-    def pipeline(self, **kwargs: Any) -> Any:
-        pipe = self.client.pipeline(**kwargs)
-        execute = pipe.execute
+        async def counting_connection(*args: Any, **kwargs: Any) -> Any:
+            connection = await get_connection(*args, **kwargs)
+            if "pack_commands" not in vars(connection):  # wrap each connection once
+                pack = connection.pack_commands
 
-        async def counted(**kw: Any) -> Any:
-            self.sizes.append(len(pipe))
-            return await execute(**kw)
+                def counted(commands: Any) -> Any:
+                    commands = list(commands)
+                    self.sizes.append(len(commands))
+                    return pack(commands)
 
-        pipe.execute = counted
-        return pipe
+                connection.pack_commands = counted
+            return connection
+
+        pool.get_connection = counting_connection
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -153,25 +159,28 @@ async def test_max_batch_bounds_one_pipeline(private_redis: PrivateRedis) -> Non
     script = client.register_script("return ARGV[1]")
     batcher = ScriptBatcher(counting, script, max_batch=8)
     await batcher(keys=["k"], args=[0])  # load the script
+    assert counting.sizes == [1, 1]  # NOSCRIPT, then the call again after SCRIPT LOAD
+    counting.sizes.clear()
     replies = await asyncio.gather(*(batcher(keys=["k"], args=[n]) for n in range(20)))
     assert [int(r) for r in replies] == list(range(20))  # each call got its own reply
-    # The first went alone (nothing in flight), the other 19 in pipelines of at most 8.
-    assert counting.sizes == [8, 8, 3]
+    # The first went alone (nothing in flight), the other 19 in writes of at most 8.
+    assert counting.sizes == [1, 8, 8, 3]
     await batcher.aclose()
     await client.aclose()
 
 
 async def test_a_lone_call_is_sent_at_once(private_redis: PrivateRedis,
                                            tmp_path: Path) -> None:
-    # Nothing in flight: sent at once, no pipeline, no waiting for the end of the tick.
+    # Nothing in flight: sent at once, alone, no waiting for the end of the tick.
     client = redis.asyncio.Redis(port=private_redis.port)
     counting = Counting(client)
     batcher = ScriptBatcher(counting, client.register_script("return ARGV[1]"))
     await batcher(keys=["k"], args=[0])  # connect and load the script
+    counting.sizes.clear()
     monitor = Monitor(private_redis.port, tmp_path / "monitor.txt")
     for n in range(5):
         assert int(await batcher(keys=["k"], args=[n])) == n
-    assert counting.sizes == []
+    assert counting.sizes == [1] * 5
     assert client_commands(monitor.stop()) == ["EVALSHA"] * 5
     assert connections(private_redis) == 1
     await batcher.aclose()
