@@ -136,15 +136,17 @@ class Counting:
 
         async def counting_connection(*args: Any, **kwargs: Any) -> Any:
             connection = await get_connection(*args, **kwargs)
-            if "pack_commands" not in vars(connection):  # wrap each connection once
-                pack = connection.pack_commands
+            if "send_packed_command" not in vars(connection):  # wrap each connection once
+                send = connection.send_packed_command
 
-                def counted(commands: Any) -> Any:
-                    commands = list(commands)
-                    self.sizes.append(len(commands))
-                    return pack(commands)
+                async def counted(command: Any, *args: Any, **kwargs: Any) -> Any:
+                    packed = command if isinstance(command, bytes) else b"".join(command)
+                    calls = packed.count(b"$7\r\nEVALSHA\r\n")
+                    if calls:  # not SCRIPT LOAD
+                        self.sizes.append(calls)
+                    return await send(command, *args, **kwargs)
 
-                connection.pack_commands = counted
+                connection.send_packed_command = counted
             return connection
 
         pool.get_connection = counting_connection
