@@ -8,7 +8,8 @@ would have had alone.
 
 Gathering waits for the end of the tick, a few µs. A call made while no other is waiting
 on Redis does not wait: it is sent at once, as it would be without batching, so a lone
-request pays nothing; the calls that arrive while it is in flight form the next batch.
+request waits for no one; the calls that arrive while it is in flight form the next
+batch.
 """
 
 from __future__ import annotations
