@@ -165,8 +165,10 @@ class ScriptBatcher:
                         except ResponseError as error:
                             replies.append(error)
             except asyncio.TimeoutError:
+                # No host in the message: a unix-socket connection has none.
                 raise RedisTimeoutError(
-                    f"Timeout reading from {connection.host}:{connection.port}") from None
+                    f"no reply from Redis within socket_timeout={connection.socket_timeout}s"
+                ) from None
         except BaseException:
             # Unread replies would reach the connection's next user: drop it instead.
             await connection.disconnect(nowait=True)

@@ -105,6 +105,29 @@ async def test_a_batch_on_a_dead_server_fails_every_check_as_storage_error(
     await limiter.aclose()
 
 
+@pytest.mark.parametrize("over", ["tcp", "unix"])
+async def test_a_paused_server_times_out_as_storage_error(tmp_path: Path, over: str) -> None:
+    # The batcher's own deadline: alone or batched, a server that stops answering is a
+    # StorageError within socket_timeout (a unix-socket connection has no host to name).
+    socket_path = tmp_path / "redis.sock"
+    server = PrivateRedis("--unixsocket", str(socket_path), "--unixsocketperm", "700")
+    try:
+        url = f"redis+unix://{socket_path}" if over == "unix" else server.url
+        limiter = AsyncRateLimiter(url, redis_options=RedisOptions(socket_timeout=0.2))
+        await limiter.acheck(plan())
+        server.pause()
+        try:
+            results = await asyncio.gather(*(limiter.acheck(plan()) for _ in range(5)),
+                                           return_exceptions=True)
+        finally:
+            server.resume()
+        assert all(isinstance(r, StorageError) for r in results), results
+        assert "socket_timeout=0.2" in str(results[0])
+        await limiter.aclose()
+    finally:
+        server.stop()
+
+
 async def test_cancelled_checks_do_not_disturb_the_rest(private_redis: PrivateRedis) -> None:
     limiter = AsyncRateLimiter(private_redis.url)
     await limiter.acheck(plan())
