@@ -141,23 +141,39 @@ class ScriptBatcher:
         """The replies to *calls*, sent as one write on one pooled connection.
 
         An error reply (``NOSCRIPT``, a script error) takes its call's place in the list.
+        A connection that fails before any reply (the server restarted since it was
+        pooled: redis-py hands it out without noticing) is replaced once.
+        """
+        try:
+            return await self._exchange_once(calls)
+        except _UnansweredError as stale:
+            try:
+                return await self._exchange_once(calls)
+            except _UnansweredError as again:
+                raise again.error from stale.error
+
+    async def _exchange_once(self, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
+                             ) -> list[Any]:
+        """One attempt of `_exchange`.
+
         One deadline, the connection's ``socket_timeout``, bounds the whole exchange:
         redis-py's ``Pipeline`` starts a timer per reply and runs each command through
         its retry and callback layers, which cost the uvicorn benchmark about 7% of its
         throughput (docs/storage.md).
         """
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import ResponseError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         pool = self._client.connection_pool
         connection = await pool.get_connection()
         sha = self._script.sha
+        replies: list[Any] = []
         try:
             try:
                 async with _deadline(connection.socket_timeout):
                     await connection.send_packed_command(
                         _pack(sha, calls, connection.encoder))
-                    replies: list[Any] = []
                     for _ in calls:
                         try:
                             # inf: no timer of its own, the deadline above covers it.
@@ -169,9 +185,11 @@ class ScriptBatcher:
                 raise RedisTimeoutError(
                     f"no reply from Redis within socket_timeout={connection.socket_timeout}s"
                 ) from None
-        except BaseException:
+        except BaseException as error:
             # Unread replies would reach the connection's next user: drop it instead.
             await connection.disconnect(nowait=True)
+            if isinstance(error, RedisConnectionError) and not replies:
+                raise _UnansweredError(error) from error
             raise
         finally:
             await pool.release(connection)
@@ -182,6 +200,14 @@ class ScriptBatcher:
         self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _UnansweredError(Exception):
+    """A connection failed before Redis answered anything: worth one new connection."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _pack(sha: str, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
