@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ratelimit_mw import AsyncRateLimiter, Decision, RateLimitMiddleware, Rule
-from ratelimit_mw.backends import mask_url
+from ratelimit_mw._storage.limiter import mask_url
 from ratelimit_mw.config import ENV_PREFIX, load_settings
 
 #: The rules file used when ``$RATELIMIT_CONFIG`` is not set.

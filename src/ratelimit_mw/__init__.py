@@ -11,9 +11,13 @@ Example::
 from __future__ import annotations
 
 from . import keys
-from .asgi import RateLimitMiddleware
-from .backends import AsyncRateLimiter, RateLimiter, RedisOptions
-from .breaker import CircuitBreaker
+from ._asgi import RateLimitMiddleware
+from ._breaker import CircuitBreaker
+from ._core import Decision, Plan, PlanItem, Policy, Quota
+from ._request import RequestInfo
+from ._rules import Rule
+from ._storage.limiter import AsyncRateLimiter, RateLimiter, RedisOptions
+from ._wsgi import WSGIRateLimitMiddleware
 from .cache import (
     AsyncMemoryCache,
     AsyncRedisCache,
@@ -23,11 +27,7 @@ from .cache import (
     ResponseCacheMiddleware,
     WSGIResponseCacheMiddleware,
 )
-from .core import Decision, Plan, PlanItem, Policy, Quota
 from .errors import ConfigurationError, RateLimitMWError, StorageError, StorageUnavailableError
-from .request import RequestInfo
-from .rules import Rule
-from .wsgi import WSGIRateLimitMiddleware
 
 __version__ = "0.1.0"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from ._asgi import RateLimitMiddleware
+from ._rules import Rule
 from ._types import ASGIApp, Receive, Scope, Send
-from .asgi import RateLimitMiddleware
-from .rules import Rule
 
 
 def usage(base: str) -> str:

@@ -22,10 +22,10 @@ from typing import Any, TextIO
 
 from limits import RateLimitItem
 
-from .backends import RateLimiter, RedisOptions, mask_url, resolve_storage_url
+from ._rules import compile_template, parse_limits
+from ._storage.limiter import RateLimiter, RedisOptions, mask_url, resolve_storage_url
 from .config import Settings, load_settings
 from .errors import ConfigurationError, RateLimitMWError
-from .rules import compile_template, parse_limits
 
 __all__ = ["main"]
 

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from . import keys as key_functions
-from .backends import RedisOptions, mask_url, resolve_storage_url
-from .core import Policy
+from ._core import Policy
+from ._headers import _MODES as HEADER_MODES
+from ._rules import Rule, parse_limits
+from ._storage.limiter import RedisOptions, mask_url, resolve_storage_url
 from .errors import ConfigurationError
-from .headers import _MODES as HEADER_MODES
 from .keys import KeyFunc
-from .rules import Rule, parse_limits
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import TypeAlias
 from urllib.parse import parse_qsl
 
+from ._request import RequestInfo
 from .errors import ConfigurationError
-from .request import RequestInfo
 
 __all__ = ["KeyFunc", "api_key", "chain", "client_ip", "header", "shared"]
 

@@ -28,7 +28,7 @@ from ratelimit_mw.cache import (
     CacheRule,
     ResponseCacheMiddleware,
 )
-from ratelimit_mw.cache.http import etag_for
+from ratelimit_mw.cache._http import etag_for
 from tests.redis_server import PrivateRedis
 
 AsyncCache = AsyncRedisCache | AsyncMemoryCache

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ratelimit_mw.cache.flow import CachePolicy, CacheRule, bypass_reason, header_dict
-from ratelimit_mw.cache.http import (
+from ratelimit_mw.cache._flow import CachePolicy, CacheRule, bypass_reason, header_dict
+from ratelimit_mw.cache._http import (
     CACHEABLE_STATUSES,
     CacheRequest,
     Entry,

@@ -26,7 +26,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from ratelimit_mw import WSGIRateLimitMiddleware
 from ratelimit_mw._types import Environ, StartResponse
 from ratelimit_mw.cache import CacheRule, MemoryCache, RedisCache, WSGIResponseCacheMiddleware
-from ratelimit_mw.cache.http import etag_for
+from ratelimit_mw.cache._http import etag_for
 from tests.redis_server import PrivateRedis
 
 SyncCache = RedisCache | MemoryCache

@@ -36,7 +36,7 @@ import pytest
 import redis
 import yaml
 
-from ratelimit_mw.backends import KEY_PREFIX
+from ratelimit_mw._storage.limiter import KEY_PREFIX
 from ratelimit_mw.config import load_settings
 from tests.redis_server import free_port
 

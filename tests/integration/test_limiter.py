@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from ratelimit_mw import AsyncRateLimiter, ConfigurationError, RateLimiter, StorageError
-from ratelimit_mw.backends import RedisOptions, mask_url
+from ratelimit_mw._storage.limiter import RedisOptions, mask_url
 
 
 def test_sync_hit_peek_reset(storage_url: str, strategy: str) -> None:

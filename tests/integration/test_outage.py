@@ -115,7 +115,7 @@ async def test_breaker_skips_redis_then_recovers(server: PrivateRedis) -> None:
 
 
 def _info(path: str) -> Any:
-    from ratelimit_mw.request import RequestInfo
+    from ratelimit_mw._request import RequestInfo
 
     return RequestInfo("GET", path, client="203.0.113.7")
 
@@ -218,7 +218,7 @@ async def test_cancelled_probe_does_not_wedge_the_breaker(server: PrivateRedis) 
 
 
 def _plan_x() -> Any:
-    from ratelimit_mw.core import Policy
+    from ratelimit_mw._core import Policy
 
     return Policy(default_limits="100/minute").plan(_info("/x"))
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from ratelimit_mw import AsyncRateLimiter, RateLimiter, Rule
-from ratelimit_mw.core import Policy
-from ratelimit_mw.request import RequestInfo
+from ratelimit_mw._core import Policy
+from ratelimit_mw._request import RequestInfo
 from tests.redis_server import PrivateRedis
 
 LIMITS = {1: "100/minute", 3: "100/second;1000/minute;10000/hour"}

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from ratelimit_mw import AsyncRateLimiter, RateLimiter, Rule
-from ratelimit_mw.core import Policy
-from ratelimit_mw.request import RequestInfo
+from ratelimit_mw._core import Policy
+from ratelimit_mw._request import RequestInfo
 from tests.redis_topologies import PrivateCluster, PrivateSentinel, redis_cluster, redis_sentinel
 
 __all__ = ["redis_cluster", "redis_sentinel"]

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from ratelimit_mw import RateLimiter, Rule
-from ratelimit_mw.core import Policy
-from ratelimit_mw.request import RequestInfo
+from ratelimit_mw._core import Policy
+from ratelimit_mw._request import RequestInfo
 
 
 def plan_for(limits: str, cost: int = 1):  # type: ignore[no-untyped-def]

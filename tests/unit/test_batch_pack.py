@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from ratelimit_mw._batch import _pack
+from ratelimit_mw._storage.batch import _pack
 
 SHA = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ratelimit_mw.breaker import CircuitBreaker
+from ratelimit_mw._breaker import CircuitBreaker
 
 
 class Clock:

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from ratelimit_mw import RateLimitMiddleware, RedisOptions, Rule, WSGIRateLimitMiddleware
+from ratelimit_mw._request import RequestInfo
 from ratelimit_mw.config import Settings, load_settings
 from ratelimit_mw.errors import ConfigurationError
-from ratelimit_mw.request import RequestInfo
 
 DEFAULTS = {
     "storage": None, "strategy": "fixed-window", "default_limits": None, "headers": "both",

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from limits import RateLimitItemPerMinute
 
 from ratelimit_mw import keys
-from ratelimit_mw.core import Decision, Plan, PlanItem, Policy, Quota, storage_key
+from ratelimit_mw._core import Decision, Plan, PlanItem, Policy, Quota, storage_key
+from ratelimit_mw._request import RequestInfo
+from ratelimit_mw._rules import NAMESPACE, Rule
 from ratelimit_mw.errors import ConfigurationError
-from ratelimit_mw.request import RequestInfo
-from ratelimit_mw.rules import NAMESPACE, Rule
 
 PEER = "203.0.113.7"
 OTHER = "198.51.100.9"
@@ -406,8 +406,8 @@ def test_violated_after_a_storage_error_is_empty() -> None:
 @pytest.mark.parametrize("spec", ["5/minute", "10 per 2 hours", "1/second", "7/day"])
 @pytest.mark.parametrize("key", ["{a/b}", "{%2Flogin/ip:1.2.3.4}", "plain"])
 def test_limit_key_is_limits_key_for(spec: str, key: str) -> None:
-    from ratelimit_mw.core import limit_key
-    from ratelimit_mw.rules import parse_limits
+    from ratelimit_mw._core import limit_key
+    from ratelimit_mw._rules import parse_limits
 
     for item in parse_limits(spec, "test"):
         assert limit_key(item, key) == item.key_for(key)
@@ -450,7 +450,7 @@ def test_shadow_global_and_per_rule() -> None:
 
 
 def test_plans_carry_their_limits_keys() -> None:
-    from ratelimit_mw.core import item_key, limit_key
+    from ratelimit_mw._core import item_key, limit_key
 
     policy = Policy(default_limits="5/minute;100/hour", rules=[Rule("/a/{id}", "1/second")])
     for path in ("/a/1", "/b"):

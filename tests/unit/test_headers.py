@@ -22,15 +22,15 @@ from limits import (
     RateLimitItemPerSecond,
 )
 
-from ratelimit_mw.core import Decision, Plan, PlanItem, Quota
-from ratelimit_mw.errors import ConfigurationError
-from ratelimit_mw.headers import (
+from ratelimit_mw._core import Decision, Plan, PlanItem, Quota
+from ratelimit_mw._headers import (
     PROBLEM_JSON,
     QUOTA_EXCEEDED,
     HeaderRenderer,
     problem_body,
     unavailable_body,
 )
+from ratelimit_mw.errors import ConfigurationError
 
 NOW = 1_700_000_000.0
 

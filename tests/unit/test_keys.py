@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ratelimit_mw import keys
+from ratelimit_mw._request import RequestInfo
 from ratelimit_mw.errors import ConfigurationError
 from ratelimit_mw.keys import parse_ip
-from ratelimit_mw.request import RequestInfo
 
 PEER = "203.0.113.7"
 PROXY = "10.0.0.1"

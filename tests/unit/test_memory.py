@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ratelimit_mw.core import Plan, PlanItem, Policy, storage_key
-from ratelimit_mw.memory import MemoryStore
-from ratelimit_mw.request import RequestInfo
-from ratelimit_mw.rules import Rule, parse_limits
-from ratelimit_mw.windows import DECODERS, sliding_retry_ms
+from ratelimit_mw._core import Plan, PlanItem, Policy, storage_key
+from ratelimit_mw._request import RequestInfo
+from ratelimit_mw._rules import Rule, parse_limits
+from ratelimit_mw._storage.memory import MemoryStore
+from ratelimit_mw._storage.windows import DECODERS, sliding_retry_ms
 
 
 class Clock:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ratelimit_mw.request import RequestInfo, normalize_path
+from ratelimit_mw._request import RequestInfo, normalize_path
 
 # --- normalize_path --------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerSecond
 
 from ratelimit_mw import keys
+from ratelimit_mw._request import RequestInfo
+from ratelimit_mw._rules import NAMESPACE, CompiledRule, Rule, RuleTable, parse_limits
 from ratelimit_mw.errors import ConfigurationError
-from ratelimit_mw.request import RequestInfo
-from ratelimit_mw.rules import NAMESPACE, CompiledRule, Rule, RuleTable, parse_limits
 
 from .test_request import LOGIN_VARIANTS
 

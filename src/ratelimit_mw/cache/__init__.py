@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .asgi import ResponseCacheMiddleware
-from .flow import CacheRule
-from .store import AsyncMemoryCache, AsyncRedisCache, MemoryCache, RedisCache
-from .wsgi import WSGIResponseCacheMiddleware
+from ._asgi import ResponseCacheMiddleware
+from ._flow import CacheRule
+from ._store import AsyncMemoryCache, AsyncRedisCache, MemoryCache, RedisCache
+from ._wsgi import WSGIResponseCacheMiddleware
 
 __all__ = [
     "AsyncMemoryCache",

@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from ..backends import RedisOptions, _client_url, _redis_module, mask_url
-from ..breaker import CircuitBreaker
+from .._breaker import CircuitBreaker
+from .._storage.limiter import RedisOptions, _client_url, _redis_module, mask_url
 from ..errors import ConfigurationError
 
 __all__ = ["AsyncMemoryCache", "AsyncRedisCache", "MemoryCache", "RedisCache"]

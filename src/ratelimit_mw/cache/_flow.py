@@ -14,10 +14,10 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .._request import normalize_path
+from .._rules import compile_template
 from ..errors import ConfigurationError
-from ..request import normalize_path
-from ..rules import compile_template
-from .http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
+from ._http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
 
 __all__ = ["CachePolicy", "CacheRule", "Lookup", "Op"]
 

@@ -6,17 +6,17 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._base import MiddlewareBase, OnStorageError
+from ._breaker import EventHook as StorageEventHook
+from ._core import Decision
+from ._headers import PROBLEM_JSON, problem_body, unavailable_body
+from ._middleware import MiddlewareBase, OnStorageError
+from ._request import RequestInfo
+from ._rules import LimitsSpec, Rule
+from ._storage.limiter import RateLimiter, RedisOptions, Strategy
 from ._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
-from .backends import RateLimiter, RedisOptions, Strategy
-from .breaker import EventHook as StorageEventHook
-from .core import Decision
 from .errors import ConfigurationError, StorageError
 from .events import EventHook
-from .headers import PROBLEM_JSON, problem_body, unavailable_body
 from .keys import KeyFunc
-from .request import RequestInfo
-from .rules import LimitsSpec, Rule
 
 __all__ = ["ENVIRON_KEY", "WSGIRateLimitMiddleware"]
 

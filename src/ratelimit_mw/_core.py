@@ -13,10 +13,10 @@ from urllib.parse import quote
 
 from limits import RateLimitItem
 
+from ._request import RequestInfo
+from ._rules import CompiledRule, LimitsSpec, Rule, RuleTable, key_functions, parse_limits
 from .errors import ConfigurationError
 from .keys import KeyFunc, client_ip
-from .request import RequestInfo
-from .rules import CompiledRule, LimitsSpec, Rule, RuleTable, key_functions, parse_limits
 
 __all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "item_key", "limit_key",
            "storage_key"]

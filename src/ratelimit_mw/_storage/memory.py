@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .core import Plan, Quota, item_key
+from .._core import Plan, Quota, item_key
 from .windows import DECODERS
 
 __all__ = ["MemoryStore"]

@@ -9,9 +9,9 @@ from typing import TypeAlias
 
 from limits import RateLimitItem, parse_many
 
+from ._request import RequestInfo, normalize_path
 from .errors import ConfigurationError
 from .keys import KeyFunc
-from .request import RequestInfo, normalize_path
 
 __all__ = ["CompiledRule", "LimitsSpec", "Rule", "RuleTable", "parse_limits"]
 

@@ -24,13 +24,13 @@ import limits.strategies
 from limits import RateLimitItem, parse
 from limits.util import WindowStats
 
-from . import _lua
-from ._batch import ScriptBatcher
-from .breaker import CircuitBreaker, EventHook
-from .core import Decision, Plan, PlanItem, Quota, item_key, limit_key, storage_key
-from .errors import ConfigurationError, StorageError, StorageUnavailableError
+from .._breaker import CircuitBreaker, EventHook
+from .._core import Decision, Plan, PlanItem, Quota, item_key, limit_key, storage_key
+from .._rules import NAMESPACE
+from ..errors import ConfigurationError, StorageError, StorageUnavailableError
+from . import lua as _lua
+from .batch import ScriptBatcher
 from .memory import MemoryStore
-from .rules import NAMESPACE
 from .windows import DECODERS
 
 __all__ = ["AsyncRateLimiter", "RateLimiter", "RedisOptions", "Strategy", "mask_url"]

@@ -7,16 +7,16 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
-from .backends import AsyncRateLimiter, RateLimiter, RedisOptions, Strategy
-from .breaker import EventHook as StorageEventHook
-from .breaker import StorageEvent
-from .core import Decision, Plan, Policy
+from ._breaker import EventHook as StorageEventHook
+from ._breaker import StorageEvent
+from ._core import Decision, Plan, Policy
+from ._headers import HeaderRenderer
+from ._rules import LimitsSpec, Rule
+from ._storage.limiter import AsyncRateLimiter, RateLimiter, RedisOptions, Strategy
+from ._storage.memory import MemoryStore
 from .errors import ConfigurationError, StorageError, StorageUnavailableError
 from .events import EventHook, RateLimitEvent, safe_emit
-from .headers import HeaderRenderer
 from .keys import KeyFunc
-from .memory import MemoryStore
-from .rules import LimitsSpec, Rule
 
 logger = logging.getLogger("ratelimit_mw.middleware")
 

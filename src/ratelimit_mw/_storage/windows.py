@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from .core import Plan, Quota
+from .._core import Plan, Quota
 
 __all__ = [
     "DECODERS",

@@ -9,7 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 from .._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
-from .flow import (
+from ._flow import (
     CachePolicy,
     CacheRule,
     Lookup,
@@ -22,8 +22,8 @@ from .flow import (
     response_ttl,
     store,
 )
-from .http import CacheRequest
-from .store import MemoryCache, RedisCache
+from ._http import CacheRequest
+from ._store import MemoryCache, RedisCache
 
 __all__ = ["WSGIResponseCacheMiddleware"]
 

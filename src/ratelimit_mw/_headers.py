@@ -14,7 +14,7 @@ import math
 import time
 from typing import Literal
 
-from .core import Decision
+from ._core import Decision
 from .errors import ConfigurationError
 
 __all__ = ["HeaderMode", "HeaderRenderer", "problem_body", "unavailable_body"]

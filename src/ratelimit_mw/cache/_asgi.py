@@ -9,7 +9,7 @@ from collections.abc import Generator, Iterable
 from typing import Any
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
-from .flow import (
+from ._flow import (
     CachePolicy,
     CacheRule,
     Lookup,
@@ -22,8 +22,8 @@ from .flow import (
     response_ttl,
     store,
 )
-from .http import CacheRequest
-from .store import AsyncMemoryCache, AsyncRedisCache
+from ._http import CacheRequest
+from ._store import AsyncMemoryCache, AsyncRedisCache
 
 __all__ = ["ResponseCacheMiddleware"]
 
