@@ -28,7 +28,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ratelimit_mw import AsyncRateLimiter, Decision, RateLimitMiddleware, Rule
-from ratelimit_mw._storage.limiter import mask_url
 from ratelimit_mw.config import ENV_PREFIX, load_settings
 
 #: The rules file used when ``$RATELIMIT_CONFIG`` is not set.
@@ -46,7 +45,7 @@ async def storage_health(limiter: AsyncRateLimiter) -> dict[str, Any]:
         reachable = await asyncio.wait_for(limiter.ping(), HEALTH_PING_TIMEOUT)
     except Exception:  # a health check reports; it never fails the request
         reachable = False
-    return {"url": mask_url(str(limiter.url)), "reachable": bool(reachable),
+    return {"url": limiter.display_url, "reachable": bool(reachable),
             "circuit": "open" if limiter.breaker.is_open else "closed"}
 
 

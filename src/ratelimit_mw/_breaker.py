@@ -14,15 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
 
-__all__ = ["CircuitBreaker", "StorageEvent"]
+from .events import StorageEvent, StorageEventHook
+
+__all__ = ["CircuitBreaker"]
 
 logger = logging.getLogger("ratelimit_mw.breaker")
-
-StorageEvent = Literal["storage_down", "storage_up"]
-#: Called once when an outage starts (with the error) and once when it ends (``None``).
-EventHook = Callable[[StorageEvent, "BaseException | None"], None]
 
 
 class CircuitBreaker:
@@ -52,7 +49,7 @@ class CircuitBreaker:
         *,
         backoff: float = 0.5,
         max_backoff: float = 15.0,
-        on_event: EventHook | None = None,
+        on_event: StorageEventHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str = "storage",
     ) -> None:

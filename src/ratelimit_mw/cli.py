@@ -23,7 +23,8 @@ from typing import Any, TextIO
 from limits import RateLimitItem
 
 from ._rules import compile_template, parse_limits
-from ._storage.limiter import RateLimiter, RedisOptions, mask_url, resolve_storage_url
+from ._storage.limiter import RateLimiter
+from ._storage.redis import RedisOptions, mask_url, resolve_storage_url
 from .config import Settings, load_settings
 from .errors import ConfigurationError, RateLimitMWError
 
@@ -187,7 +188,7 @@ def _find_rule(settings: Settings,
 
 def _limiter_for(args: argparse.Namespace, settings: Settings) -> RateLimiter:
     return RateLimiter(args.storage or settings.storage,
-                       strategy=args.strategy or settings.strategy,  # type: ignore[arg-type]
+                       strategy=args.strategy or settings.strategy,
                        redis_options=settings.redis_options())
 
 

@@ -1,5 +1,9 @@
-"""What the middleware reports about each decision: one event per request, plus the
-storage outages. Plain callables receive them; metrics are built on top (``metrics.py``).
+"""What the middleware reports: one event per decided request, one per storage outage and
+recovery. One hook receives them all, `EventHook`; metrics are built on it (``metrics.py``).
+
+The limiters' circuit breaker speaks a narrower callback, `StorageEventHook`
+``(kind, error)``; `storage_listener` feeds an `EventHook` from it, so an ``on_event`` given
+to a middleware or a limiter hears of outages too.
 """
 
 from __future__ import annotations
@@ -8,11 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
-__all__ = ["EventHook", "EventKind", "RateLimitEvent", "safe_emit"]
+__all__ = ["EventHook", "EventKind", "RateLimitEvent", "StorageEvent", "StorageEventHook",
+           "safe_emit", "storage_listener"]
 
 logger = logging.getLogger("ratelimit_mw.events")
 
 EventKind = Literal["allowed", "limited", "storage_down", "storage_up"]
+StorageEvent = Literal["storage_down", "storage_up"]
 
 
 class RateLimitEvent(NamedTuple):
@@ -40,7 +46,11 @@ class RateLimitEvent(NamedTuple):
     error: BaseException | None = None
 
 
+#: The hook: receives every `RateLimitEvent`.
 EventHook = Callable[[RateLimitEvent], None]
+#: The circuit breaker's callback: once when an outage starts (with the error) and once
+#: when it ends (``None``).
+StorageEventHook = Callable[[StorageEvent, "BaseException | None"], None]
 
 
 def safe_emit(hook: EventHook, event: RateLimitEvent) -> None:
@@ -49,3 +59,21 @@ def safe_emit(hook: EventHook, event: RateLimitEvent) -> None:
         hook(event)
     except Exception:
         logger.exception("on_event hook failed for a %s event", event.kind)
+
+
+def storage_listener(on_event: EventHook | None,
+                     on_storage_event: StorageEventHook | None) -> StorageEventHook | None:
+    """The one breaker callback that feeds *on_storage_event* and *on_event* alike."""
+    if on_event is None:
+        return on_storage_event
+
+    def both(event: StorageEvent, error: BaseException | None) -> None:
+        try:
+            if on_storage_event is not None:
+                on_storage_event(event, error)
+        finally:
+            # A failing on_storage_event is the breaker's to log; on_event (and the
+            # metrics on it) still hears of the outage.
+            safe_emit(on_event, RateLimitEvent(event, error=error))
+
+    return both

@@ -8,7 +8,7 @@ from ratelimit_mw._core import Plan, PlanItem, Policy, storage_key
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._rules import Rule, parse_limits
 from ratelimit_mw._storage.memory import MemoryStore
-from ratelimit_mw._storage.windows import DECODERS, sliding_retry_ms
+from ratelimit_mw._strategies.sliding_window import sliding_retry_ms
 
 
 class Clock:
@@ -34,10 +34,10 @@ def test_expired_keys_are_released(strategy: str) -> None:
     clock = Clock()
     store = MemoryStore(strategy, clock)
     for n in range(1000):
-        store.check(plan(f"client-{n}"))
+        store.quotas(plan(f"client-{n}"))
     assert len(store) == 1000
     clock.now += 3  # two windows and a bit: every counter is over (sliding keeps 2)
-    store.check(plan("late"))
+    store.quotas(plan("late"))
     assert len(store) == 1
 
 
@@ -47,11 +47,9 @@ def test_a_key_still_in_use_is_kept(strategy: str) -> None:
     store = MemoryStore(strategy, clock)
     for _ in range(6):
         clock.now += 0.5
-        store.check(plan("busy", "100/second"))
+        store.quotas(plan("busy", "100/second"))
     assert len(store) == 1
-    decode = DECODERS[strategy]
-    quota = decode(plan("busy", "100/second"), store.check(plan("busy", "100/second"),
-                                                            consume=False), clock.now)[0]
+    quota = store.quotas(plan("busy", "100/second"), consume=False)[0]
     assert quota.remaining < 100  # the recent hits are still counted
 
 
@@ -59,24 +57,23 @@ def test_a_key_still_in_use_is_kept(strategy: str) -> None:
 def test_window_semantics_with_a_fake_clock(strategy: str) -> None:
     clock = Clock()
     store = MemoryStore(strategy, clock)
-    decode = DECODERS[strategy]
     p = plan("c", "2/second")
     allowed = []
     for _ in range(3):
-        allowed.append(decode(p, store.check(p), clock.now)[0].allowed)
+        allowed.append(store.quotas(p)[0].allowed)
     assert allowed == [True, True, False]
     clock.now += 2.01  # past any window and, for sliding, its decay
-    assert decode(p, store.check(p), clock.now)[0].allowed
+    assert store.quotas(p)[0].allowed
 
 
 def test_moving_window_retry_is_exact() -> None:
     clock = Clock()
     store = MemoryStore("moving-window", clock)
     p = plan("c", "2/second")
-    store.check(p)
+    store.quotas(p)
     clock.now += 0.3
-    store.check(p)
-    refused = DECODERS["moving-window"](p, store.check(p), clock.now)[0]
+    store.quotas(p)
+    refused = store.quotas(p)[0]
     assert not refused.allowed
     assert refused.retry_after == pytest.approx(0.7, abs=0.002)
 
@@ -84,8 +81,8 @@ def test_moving_window_retry_is_exact() -> None:
 def test_peek_consumes_nothing() -> None:
     store = MemoryStore("fixed-window", Clock())
     for _ in range(5):
-        store.check(plan("c"), consume=False)
-    assert DECODERS["fixed-window"](plan("c"), store.check(plan("c")), 0)[0].remaining == 1
+        store.quotas(plan("c"), consume=False)
+    assert store.quotas(plan("c"))[0].remaining == 1
 
 
 def test_policy_plans_work_in_the_store() -> None:
@@ -93,8 +90,8 @@ def test_policy_plans_work_in_the_store() -> None:
     p = policy.plan(RequestInfo("GET", "/x", client="203.0.113.7"))
     assert p is not None
     store = MemoryStore("fixed-window", Clock())
-    assert store.check(p)[0] == 1
-    assert store.check(p)[0] == 0
+    assert store.quotas(p)[0].allowed == 1
+    assert store.quotas(p)[0].allowed == 0
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -115,15 +112,14 @@ def test_sliding_retry_is_when_a_request_fits(strategy: str) -> None:
     # The wait the store reports is right: one ms before it, refused; at it, allowed.
     clock = Clock()
     store = MemoryStore(strategy, clock)
-    decode = DECODERS[strategy]
     p = plan("c", "5/minute")
     for _ in range(5):
-        store.check(p)
+        store.quotas(p)
     clock.now += 20
-    refused = decode(p, store.check(p), clock.now)[0]
+    refused = store.quotas(p)[0]
     assert not refused.allowed
     wait = refused.retry_after
     clock.now += wait - 0.002
-    assert not decode(p, store.check(p, consume=False), clock.now)[0].allowed
+    assert not store.quotas(p, consume=False)[0].allowed
     clock.now += 0.003  # the store counts whole ms: allow the clock's float rounding
-    assert decode(p, store.check(p, consume=False), clock.now)[0].allowed
+    assert store.quotas(p, consume=False)[0].allowed

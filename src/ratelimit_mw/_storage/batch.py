@@ -6,7 +6,7 @@ read. Gathered per tick, they share one connection, one write and one read; Redi
 them in order, each script still atomic, so every request gets exactly the answer it
 would have had alone.
 
-Gathering waits for the end of the tick, a few µs. A call made while no other is waiting
+Gathering waits for the end of the tick. A call made while no other is waiting
 on Redis does not wait: it is sent at once, as it would be without batching, so a lone
 request waits for no one; the calls that arrive while it is in flight form the next
 batch.
@@ -156,10 +156,10 @@ class ScriptBatcher:
                              ) -> list[Any]:
         """One attempt of `_exchange`.
 
-        One deadline, the connection's ``socket_timeout``, bounds the whole exchange:
-        redis-py's ``Pipeline`` starts a timer per reply and runs each command through
-        its retry and callback layers, which cost the uvicorn benchmark about 7% of its
-        throughput (docs/storage.md).
+        One deadline, the connection's ``socket_timeout``, bounds the whole exchange,
+        rather than redis-py's ``Pipeline``, which starts a timer per reply and runs each
+        command through its retry and callback layers: on the request path that work
+        shows in throughput (docs/storage.md has the measurement).
         """
         errors = _redis_errors()
         pool = self._client.connection_pool
@@ -211,9 +211,10 @@ def _pack(sha: str, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
           encoder: Any) -> bytes:
     """``EVALSHA`` for each call in RESP, the bytes redis-py's ``pack_commands`` makes.
 
-    Written here because redis-py's packer, general over every value type, cost about
-    3 µs a call, as much as the rest of the batch's work. Keys are encoded with the
-    connection's own encoder settings, so they reach Redis exactly as redis-py's would.
+    Written here because redis-py's packer is general over every value type, and that
+    generality costs as much as the rest of the batch's work (docs/storage.md). Keys are
+    encoded with the connection's own encoder settings, so they reach Redis exactly as
+    redis-py's would.
     """
     encoding, errors = encoder.encoding, encoder.encoding_errors
     head = sha.encode()
@@ -238,9 +239,8 @@ def _is_noscript(result: Any) -> bool:
 
 @functools.cache
 def _redis_errors() -> Any:
-    """``redis.exceptions``, looked up once: an import statement per call cost about
-    0.5 µs each on the request path. Lazy, because the package imports this module
-    without redis installed."""
+    """``redis.exceptions``, looked up once rather than imported on every call of the
+    request path. Lazy, because the package imports this module without redis installed."""
     import redis.exceptions
 
     return redis.exceptions

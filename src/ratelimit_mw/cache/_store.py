@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._breaker import CircuitBreaker
-from .._storage.limiter import RedisOptions, _client_url, _redis_module, mask_url
+from .._storage.redis import RedisOptions, mask_url
+from .._storage.redis import client_url as _client_url
+from .._storage.redis import redis_module as _redis_module
 from ..errors import ConfigurationError
 
 __all__ = ["AsyncMemoryCache", "AsyncRedisCache", "MemoryCache", "RedisCache"]

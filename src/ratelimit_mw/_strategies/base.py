@@ -1,0 +1,136 @@
+"""What a strategy is: the parts every storage path needs of it, in one record. No I/O.
+
+A strategy decides a whole plan in one step, in the same integers on every storage:
+
+- on Redis, its Lua script (the shared `LUA_PRELUDE` plus the strategy's ``read`` and
+  ``write`` functions) answers in one round trip;
+- in memory, its `MemoryAlgorithm` gives the same integers for the same history;
+- its ``decode`` turns those integers into `Quota` objects, so the arithmetic of resets
+  and retries lives once, in plain unit-tested Python.
+
+All or nothing, everywhere: every limit of a plan is read first, and only when all of them
+have room is any of them consumed. That rule is written once for Lua (`LUA_PRELUDE`'s
+``decide``) and once for memory (`decide_in_memory`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .._core import Plan, PlanItem, Quota, item_key
+
+__all__ = ["LUA_PRELUDE", "Decoder", "MemoryAlgorithm", "StrategySpec", "decide_in_memory"]
+
+#: Turns a script's integers for a plan into one `Quota` per plan item.
+Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
+
+# Redis < 5 replicates scripts verbatim and refuses writes after TIME unless effects
+# replication is switched on; on Redis >= 5 this is already the default and a no-op.
+# Time is Redis's own (TIME), so every app server agrees on it whatever its clock; times
+# cross the wire as integer milliseconds (Lua numbers become integer replies).
+# ARGV: n, then per limit amount, expiry (seconds), cost.
+LUA_PRELUDE = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local n = tonumber(ARGV[1])
+local function spec(i)
+  return tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+end
+-- read(i, amount, expiry, cost) -> state, fits; write(i, state, fits, admit, amount,
+-- expiry, cost) -> the limit's integers. Nothing is consumed unless every limit fits.
+local function decide(read, write)
+  local states, fits, admit = {}, {}, true
+  for i = 1, n do
+    local amount, expiry, cost = spec(i)
+    states[i], fits[i] = read(i, amount, expiry, cost)
+    if not fits[i] then admit = false end
+  end
+  local out = {}
+  for i = 1, n do
+    local amount, expiry, cost = spec(i)
+    for _, value in ipairs(write(i, states[i], fits[i], admit, amount, expiry, cost)) do
+      out[#out + 1] = value
+    end
+  end
+  return out
+end
+"""
+
+
+class MemoryTable(Protocol):
+    """What a memory algorithm may touch: the entries, and filing a key for expiry."""
+
+    data: dict[str, Any]
+
+    def file(self, key: str, expires_ms: int) -> None: ...
+
+
+class MemoryAlgorithm(Protocol):
+    """A strategy's counters in process memory, answering in its script's integers.
+
+    ``read`` returns the limit's state at *now* (``consume``: it may also write, where
+    the script does, e.g. a window rollover) and whether a request of the item's cost
+    fits; ``write`` consumes when *admit* and returns the integers for the limit.
+    ``expires`` is when an entry may be dropped (epoch ms).
+    """
+
+    def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,
+             consume: bool) -> tuple[Any, bool]: ...
+
+    def write(self, table: MemoryTable, key: str, item: PlanItem, state: Any, fits: bool,
+              admit: bool, now: int) -> list[int]: ...
+
+    def expires(self, entry: Any) -> int: ...
+
+
+def decide_in_memory(algorithm: MemoryAlgorithm, table: MemoryTable, plan: Plan, now: int,
+                     consume: bool) -> list[int]:
+    """The integers of the strategy's script for *plan*, decided all or nothing."""
+    reads = []
+    admit = consume
+    for item in plan.items:
+        key = item_key(item)
+        state, fits = algorithm.read(table, key, item, now, consume)
+        reads.append((key, state, fits))
+        admit = admit and fits
+    out: list[int] = []
+    for item, (key, state, fits) in zip(plan.items, reads, strict=True):
+        out += algorithm.write(table, key, item, state, fits, admit, now)
+    return out
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One strategy, as every storage path needs it.
+
+    Example::
+
+        StrategySpec("fixed-window", FIXED_WINDOW_LUA, decode, FixedWindow(),
+                     lambda prefix, key: (f"{prefix}:{key}",), "FixedWindowRateLimiter")
+
+    *lua* is the script body after `LUA_PRELUDE` (it defines ``read`` and ``write``);
+    *redis_keys* gives the Redis keys of one limit from the storage's key prefix and the
+    limit's ``limits`` key (the layout ``limits`` itself uses for the strategy, so it can
+    still read and clear them); *limits_class* names the ``limits`` strategy class used on
+    storages without scripts (memcached, MongoDB, ...), ``None`` where ``limits`` has none.
+    """
+
+    name: str
+    lua: str
+    decode: Decoder
+    memory: MemoryAlgorithm
+    redis_keys: Callable[[str, str], tuple[str, ...]]
+    limits_class: str | None
+
+    @property
+    def script(self) -> str:
+        """The whole Lua script: the prelude, the strategy's functions, the decision."""
+        return LUA_PRELUDE + self.lua + "\nreturn decide(read, write)\n"
+
+
+def single_key(prefix: str, key: str) -> tuple[str, ...]:
+    """The one Redis key ``limits`` uses for a limit under *prefix*."""
+    return (f"{prefix}:{key}",)

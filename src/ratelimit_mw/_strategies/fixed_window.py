@@ -1,0 +1,82 @@
+"""The fixed window: a counter per window that starts at the first hit. No I/O.
+
+``limits``' layout: one string counter per limit with the window's TTL. Integers per
+limit: allowed (0/1), the count after, milliseconds until the window resets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._core import Plan, PlanItem, Quota
+from .base import MemoryTable, StrategySpec, single_key
+
+__all__ = ["FIXED_WINDOW"]
+
+_LUA = """
+local function read(i, amount, expiry, cost)
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  return count, count + cost <= amount
+end
+local function write(i, count, fits, admit, amount, expiry, cost)
+  if admit then
+    count = redis.call('INCRBY', KEYS[i], cost)
+  end
+  local ttl = redis.call('PTTL', KEYS[i])
+  if admit and ttl < 0 then
+    -- a new window (or a counter that lost its TTL): it ends one expiry from now
+    redis.call('EXPIRE', KEYS[i], expiry)
+    ttl = expiry * 1000
+  elseif ttl < 0 then
+    ttl = expiry * 1000
+  end
+  return {fits and 1 or 0, count, ttl}
+end
+"""
+
+
+class _Memory:
+    """Entries ``[count, expires_ms]``."""
+
+    def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,
+             consume: bool) -> tuple[Any, bool]:
+        entry = table.data.get(key)
+        if entry is not None and entry[1] <= now:
+            entry = None
+        return entry, (entry[0] if entry else 0) + item.cost <= item.limit.amount
+
+    def write(self, table: MemoryTable, key: str, item: PlanItem, state: Any, fits: bool,
+              admit: bool, now: int) -> list[int]:
+        entry = state
+        window = item.limit.get_expiry() * 1000
+        if admit:
+            if entry is None:
+                entry = table.data[key] = [0, now + window]
+                table.file(key, now + window)
+            entry[0] += item.cost
+        if entry is None:
+            return [int(fits), 0, window]
+        return [int(fits), entry[0], entry[1] - now]
+
+    def expires(self, entry: Any) -> int:
+        return int(entry[1])
+
+
+def decode(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
+    """``allowed, count, ttl_ms`` per limit."""
+    items = plan.items
+    if len(items) == 1:
+        return (_quota(items[0], values[0], values[1], values[2], now),)
+    return tuple(_quota(item, values[3 * index], values[3 * index + 1],
+                        values[3 * index + 2], now) for index, item in enumerate(items))
+
+
+def _quota(item: PlanItem, allowed: int, count: int, ttl_ms: int, now: float) -> Quota:
+    wait = ttl_ms / 1000
+    return Quota(bool(allowed), item.limit, max(0, item.limit.amount - count), now + wait,
+                 0.0 if allowed else wait)
+
+
+FIXED_WINDOW = StrategySpec("fixed-window", _LUA, decode, _Memory(), single_key,
+                            "FixedWindowRateLimiter")
