@@ -14,9 +14,11 @@ from . import keys
 from ._asgi import RateLimitMiddleware
 from ._breaker import CircuitBreaker
 from ._core import Decision, Plan, PlanItem, Policy, Quota
+from ._options import MiddlewareOptions
 from ._request import RequestInfo
 from ._rules import Rule
-from ._storage.limiter import AsyncRateLimiter, RateLimiter, RedisOptions
+from ._storage.limiter import AsyncRateLimiter, RateLimiter
+from ._storage.redis import RedisOptions
 from ._wsgi import WSGIRateLimitMiddleware
 from .cache import (
     AsyncMemoryCache,
@@ -40,6 +42,7 @@ __all__ = [
     "ConfigurationError",
     "Decision",
     "MemoryCache",
+    "MiddlewareOptions",
     "Plan",
     "PlanItem",
     "Policy",

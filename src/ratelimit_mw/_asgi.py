@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from ._breaker import EventHook as StorageEventHook
 from ._core import Decision
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
-from ._middleware import MiddlewareBase, OnStorageError
+from ._middleware import MiddlewareBase
+from ._options import MiddlewareKwargs
 from ._request import RequestInfo
-from ._rules import LimitsSpec, Rule
-from ._storage.limiter import AsyncRateLimiter, RedisOptions, Strategy
+from ._storage.limiter import AsyncRateLimiter
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .errors import ConfigurationError, StorageError
-from .events import EventHook
-from .keys import KeyFunc
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["RateLimitMiddleware"]
 
 _WEBSOCKETS = ("limit", "pass")
 
 
-class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
+async def _send_problem(send: Send, status: int, body: bytes,
+                        headers: list[tuple[bytes, bytes]]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+
+async def _too_many_requests(scope: Scope, receive: Receive, send: Send) -> None:
+    """The default 429: RFC 9457 problem details naming the violated policies."""
+    decision: Decision = scope["state"]["ratelimit"]
+    await _send_problem(send, 429, problem_body(decision), [])
+
+
+class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
     """Rate limiting and quota headers in front of any ASGI application.
 
     Example::
@@ -51,39 +68,23 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter]):
     """
 
     _limiter_class = AsyncRateLimiter
+    _protocol = "ASGI"
+    _too_many_requests = staticmethod(_too_many_requests)
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        storage: str | Any | None = None,
-        limiter: AsyncRateLimiter | None = None,
-        default_limits: LimitsSpec | None = None,
-        key: KeyFunc | Sequence[KeyFunc] | None = None,
-        rules: Iterable[Rule] = (),
-        strategy: Strategy = "fixed-window",
-        headers: str = "both",
-        on_storage_error: OnStorageError = "memory",
-        redis_options: RedisOptions | None = None,
-        on_storage_event: StorageEventHook | None = None,
-        on_event: EventHook | None = None,
-        shadow: bool = False,
         limited_app: ASGIApp | None = None,
         websockets: Literal["limit", "pass"] = "limit",
+        **options: Unpack[MiddlewareKwargs],
     ) -> None:
-        super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
-                         key=key, rules=rules, strategy=strategy, headers=headers,
-                         on_storage_error=on_storage_error, redis_options=redis_options,
-                         on_storage_event=on_storage_event, on_event=on_event, shadow=shadow)
+        super().__init__(app, limited_app=limited_app, **options)
         if websockets not in _WEBSOCKETS:
             raise ConfigurationError(f"websockets={websockets!r}: use 'limit' or 'pass'")
-        if limited_app is not None and not callable(limited_app):
-            raise ConfigurationError("limited_app must be an ASGI application")
-        self.app = app
-        self.limited_app = limited_app or _too_many_requests
         self._kinds = ("http", "websocket") if websockets == "limit" else ("http",)
         # A limiter we built is ours to close at lifespan shutdown; one passed in is not.
-        self._owns_limiter = limiter is None
+        self._owns_limiter = self.options.limiter is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -182,20 +183,3 @@ class _HeaderSend:
             self._done = True
             message = {**message, "headers": [*message.get("headers", ()), *self._headers]}
         await self._send(message)
-
-
-async def _send_problem(send: Send, status: int, body: bytes,
-                        headers: list[tuple[bytes, bytes]]) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()), *headers],
-    })
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _too_many_requests(scope: Scope, receive: Receive, send: Send) -> None:
-    """The default 429: RFC 9457 problem details naming the violated policies."""
-    decision: Decision = scope["state"]["ratelimit"]
-    await _send_problem(send, 429, problem_body(decision), [])

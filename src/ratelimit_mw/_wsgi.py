@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
-from ._breaker import EventHook as StorageEventHook
 from ._core import Decision
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
-from ._middleware import MiddlewareBase, OnStorageError
+from ._middleware import MiddlewareBase
 from ._request import RequestInfo
-from ._rules import LimitsSpec, Rule
-from ._storage.limiter import RateLimiter, RedisOptions, Strategy
+from ._storage.limiter import RateLimiter
 from ._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
-from .errors import ConfigurationError, StorageError
-from .events import EventHook
-from .keys import KeyFunc
+from .errors import StorageError
 
 __all__ = ["ENVIRON_KEY", "WSGIRateLimitMiddleware"]
 
@@ -24,7 +19,27 @@ __all__ = ["ENVIRON_KEY", "WSGIRateLimitMiddleware"]
 ENVIRON_KEY = "ratelimit_mw.decision"
 
 
-class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
+def _problem(start_response: StartResponse, status: str, body: bytes,
+             extra: list[tuple[str, str]]) -> list[bytes]:
+    start_response(status, [("Content-Type", PROBLEM_JSON),
+                            ("Content-Length", str(len(body))), *extra])
+    return [body]
+
+
+
+def _too_many_requests(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    """The default 429: RFC 9457 problem details naming the violated policies."""
+    decision: Decision = environ[ENVIRON_KEY]
+    return _problem(start_response, "429 Too Many Requests", problem_body(decision), [])
+
+
+
+def _unavailable(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    return _problem(start_response, "503 Service Unavailable", unavailable_body(),
+                    [("Retry-After", "1")])
+
+
+class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
     """Rate limiting and quota headers in front of any WSGI application.
 
     Example::
@@ -47,33 +62,8 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter]):
     """
 
     _limiter_class = RateLimiter
-
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        storage: str | Any | None = None,
-        limiter: RateLimiter | None = None,
-        default_limits: LimitsSpec | None = None,
-        key: KeyFunc | Sequence[KeyFunc] | None = None,
-        rules: Iterable[Rule] = (),
-        strategy: Strategy = "fixed-window",
-        headers: str = "both",
-        on_storage_error: OnStorageError = "memory",
-        redis_options: RedisOptions | None = None,
-        on_storage_event: StorageEventHook | None = None,
-        on_event: EventHook | None = None,
-        shadow: bool = False,
-        limited_app: WSGIApp | None = None,
-    ) -> None:
-        super().__init__(storage=storage, limiter=limiter, default_limits=default_limits,
-                         key=key, rules=rules, strategy=strategy, headers=headers,
-                         on_storage_error=on_storage_error, redis_options=redis_options,
-                         on_storage_event=on_storage_event, on_event=on_event, shadow=shadow)
-        if limited_app is not None and not callable(limited_app):
-            raise ConfigurationError("limited_app must be a WSGI application")
-        self.app = app
-        self.limited_app = limited_app or _too_many_requests
+    _protocol = "WSGI"
+    _too_many_requests = staticmethod(_too_many_requests)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         plan = self.policy.plan(RequestInfo.from_environ(environ))
@@ -116,21 +106,3 @@ class _HeaderStartResponse:
         if exc_info is None:
             return self._start_response(status, headers)
         return self._start_response(status, headers, exc_info)
-
-
-def _problem(start_response: StartResponse, status: str, body: bytes,
-             extra: list[tuple[str, str]]) -> list[bytes]:
-    start_response(status, [("Content-Type", PROBLEM_JSON),
-                            ("Content-Length", str(len(body))), *extra])
-    return [body]
-
-
-def _too_many_requests(environ: Environ, start_response: StartResponse) -> list[bytes]:
-    """The default 429: RFC 9457 problem details naming the violated policies."""
-    decision: Decision = environ[ENVIRON_KEY]
-    return _problem(start_response, "429 Too Many Requests", problem_body(decision), [])
-
-
-def _unavailable(environ: Environ, start_response: StartResponse) -> list[bytes]:
-    return _problem(start_response, "503 Service Unavailable", unavailable_body(),
-                    [("Retry-After", "1")])

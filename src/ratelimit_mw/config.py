@@ -27,19 +27,18 @@ Example ``ratelimit.toml``::
 
 from __future__ import annotations
 
-import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from . import keys as key_functions
-from ._core import Policy
-from ._headers import _MODES as HEADER_MODES
-from ._rules import Rule, parse_limits
-from ._storage.limiter import RedisOptions, mask_url, resolve_storage_url
+from ._options import MiddlewareOptions
+from ._rules import Rule
+from ._storage.redis import RedisOptions, mask_url, resolve_storage_url
 from .errors import ConfigurationError
 from .keys import KeyFunc
 
@@ -51,8 +50,6 @@ else:  # pragma: no cover - Python 3.10
 __all__ = ["ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "RATELIMIT_"
-_STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
-_POLICIES = ("memory", "allow", "deny")
 _KEY_KINDS = ("client_ip", "api_key", "header", "shared")
 _RULE_FIELDS = {"path", "limits", "methods", "key", "cost", "exempt", "name", "shadow"}
 
@@ -86,30 +83,17 @@ class Settings:
     batch: bool = True
 
     def __post_init__(self) -> None:
-        _check_choice("strategy", self.strategy, _STRATEGIES)
-        _check_choice("headers", self.headers, HEADER_MODES)
-        _check_choice("on_storage_error", self.on_storage_error, _POLICIES)
+        # TOML spells booleans true/false: say so, in its words.
+        for name in ("shadow", "batch"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"{name}={getattr(self, name)!r}: must be true or "
+                                         "false")
         if self.storage is not None:
             resolve_storage_url(self.storage)  # raises with the field named
-        if self.default_limits is not None:
-            parse_limits(self.default_limits, "default_limits")
-        if not isinstance(self.shadow, bool):
-            raise ConfigurationError(f"shadow={self.shadow!r}: must be true or false")
-        if not isinstance(self.batch, bool):
-            raise ConfigurationError(f"batch={self.batch!r}: must be true or false")
-        for name in ("socket_timeout", "socket_connect_timeout", "pool_timeout"):
-            value = getattr(self, name)
-            # TOML and float() both accept nan and inf, and RedisOptions let them through:
-            # the socket then failed on every request (ValueError, OverflowError).
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigurationError(f"{name}={value!r}: must be a positive number of "
-                                         "seconds")
-        self.redis_options()  # validates the numbers
-        # What the middleware builds from these, built once here so that every mistake
-        # shows at load: a rule without limits and no default_limits passed load (and
-        # `ratelimit-mw config`) and failed only when the middleware was constructed.
-        Policy(default_limits=self.default_limits, key=self.key_function(),
-               rules=self.rule_objects(), shadow=self.shadow)
+        # Everything else is checked by what the middleware builds from these, built here
+        # once, so that every mistake shows at load (and in `ratelimit-mw config`).
+        self.redis_options()
+        MiddlewareOptions(**self.middleware_options()).policy()
 
     def redis_options(self) -> RedisOptions:
         return RedisOptions(socket_timeout=self.socket_timeout,
@@ -120,7 +104,7 @@ class Settings:
     def key_function(self) -> KeyFunc | None:
         """The ``[key]`` table as a key function (``None``: the socket peer's IP)."""
         if not isinstance(self.key, Mapping):
-            # dict("client_ip") raised a bare ValueError.
+            # Checked before dict(): key = "client_ip" gets a message naming the table.
             raise ConfigurationError(f"key={self.key!r}: write it as a [key] table, "
                                      "e.g. {kind = \"client_ip\"}")
         return _key_from(dict(self.key), "key") if self.key else None
@@ -129,8 +113,8 @@ class Settings:
         rules = []
         for index, spec in enumerate(self.rules):
             if not isinstance(spec, Mapping):
-                # rules = ["/login"] raised a bare ValueError from dict(), rules = [1] an
-                # error that named neither the field nor the value.
+                # Checked before dict(): rules = ["/login"] or [1] get a message that
+                # names the field and the value.
                 raise ConfigurationError(f"rules[{index}]={spec!r}: write each rule as a "
                                          "[[rules]] table")
             rules.append(_rule_from(dict(spec), f"rules[{index}]"))
@@ -139,15 +123,9 @@ class Settings:
     def middleware_options(self) -> dict[str, Any]:
         """Keyword arguments for `RateLimitMiddleware` or the WSGI one."""
         options: dict[str, Any] = {
-            "storage": self.storage,
-            "strategy": self.strategy,
-            "default_limits": self.default_limits,
-            "headers": self.headers,
-            "on_storage_error": self.on_storage_error,
-            "rules": self.rule_objects(),
-            "key": self.key_function(),
-            "shadow": self.shadow,
-        }
+            name: getattr(self, name) for name in _MIDDLEWARE_FIELDS}
+        options["rules"] = self.rule_objects()
+        options["key"] = self.key_function()
         if self.storage is None or not self.storage.startswith("memory"):
             options["redis_options"] = self.redis_options()
         return options
@@ -161,9 +139,10 @@ class Settings:
         return data
 
 
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigurationError(f"{name}={value!r}: use one of {', '.join(choices)}")
+#: Settings passed to the middleware as they are (key, rules and the Redis numbers are
+#: built into objects first).
+_MIDDLEWARE_FIELDS = tuple(f.name for f in fields(Settings) if f.name in {
+    f.name for f in fields(MiddlewareOptions)} - {"key", "rules"})
 
 
 def _key_from(spec: dict[str, Any], where: str) -> KeyFunc:
@@ -203,12 +182,19 @@ def _rule_from(spec: dict[str, Any], where: str) -> Rule:
         raise ConfigurationError(f"{where}: {error}") from None
 
 
-_ENV_FIELDS: dict[str, type] = {
-    "STORAGE": str, "STRATEGY": str, "DEFAULT_LIMITS": str, "HEADERS": str,
-    "ON_STORAGE_ERROR": str, "SHADOW": bool, "SOCKET_TIMEOUT": float,
-    "SOCKET_CONNECT_TIMEOUT": float, "MAX_CONNECTIONS": int, "POOL_TIMEOUT": float,
-    "BATCH": bool,
-}
+def _env_fields() -> dict[str, type]:
+    """``RATELIMIT_<NAME>`` for every scalar setting, with the type to convert it to."""
+    hints = typing.get_type_hints(Settings)
+    out: dict[str, type] = {}
+    for name, hint in hints.items():
+        kind = next((t for t in (bool, int, float, str)
+                     if hint is t or t in typing.get_args(hint)), None)
+        if kind is not None:
+            out[name.upper()] = kind
+    return out
+
+
+_ENV_FIELDS = _env_fields()
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
