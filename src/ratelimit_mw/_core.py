@@ -110,8 +110,8 @@ class Decision(NamedTuple):
     def violated(self) -> tuple[str, ...]:
         """Names of the policies this request exceeded."""
         if not self.quotas:
-            # A storage error leaves no quotas: nothing is known to be violated. zip(strict)
-            # used to raise ValueError here for an app reading the decision.
+            # A storage error leaves no quotas: nothing is known to be violated, and an app
+            # reading the decision gets an empty tuple rather than an error.
             return ()
         return tuple(item.policy for item, quota in zip(self.plan.items, self.quotas,
                                                         strict=True) if not quota.allowed)
@@ -173,9 +173,9 @@ _PLAN_CACHE = 65536
 
 
 def _checked_cost(cost: object, rule: str) -> int:
-    # A cost function's result was used unchecked. A cost below 1 must never reach the
-    # storage: limits increments by the cost, so a negative cost (say one derived from a
-    # client header) decremented the counter and let a client refund its own quota.
+    # A cost function's result is checked, and below 1 it counts as 1: limits increments
+    # by the cost, so a negative cost (say one derived from a client header) would
+    # decrement the counter and let a client refund its own quota.
     if isinstance(cost, bool) or not isinstance(cost, int):
         raise ConfigurationError(f"Rule({rule!r}): the cost function returned {cost!r}; "
                                  "it must return a whole number")
@@ -213,7 +213,7 @@ class Policy:
             rules = [rules]
         self.table = RuleTable(rules)
         default = parse_limits(default_limits, "default_limits")
-        # Shared with Rule: a non-iterable key (key=5) raised a bare TypeError here.
+        # Checked as Rule checks its key=, so key=5 gets a message naming the option.
         base_keys = key_functions(key, "key")
         # Every chain ends with the socket peer, so a request always has an identity.
         self._key = (*base_keys, client_ip())

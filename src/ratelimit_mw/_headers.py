@@ -12,21 +12,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Literal
+from collections.abc import Callable
+from typing import AnyStr, Generic, Literal
 
-from ._core import Decision
+from ._core import Decision, PlanItem, Quota
 from .errors import ConfigurationError
 
-__all__ = ["HeaderMode", "HeaderRenderer", "problem_body", "unavailable_body"]
+__all__ = ["HEADER_MODES", "HeaderMode", "HeaderRenderer", "problem_body", "unavailable_body"]
 
 HeaderMode = Literal["draft", "legacy", "both", "none"]
-_MODES = ("draft", "legacy", "both", "none")
+HEADER_MODES: tuple[HeaderMode, ...] = ("draft", "legacy", "both", "none")
 
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 PROBLEM_JSON = "application/problem+json"
-_ASGI_NAMES = {name: name.lower().encode() for name in (
-    "RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
-    "X-RateLimit-Reset", "Retry-After")}
 
 
 def sf_string(value: str) -> str:
@@ -42,6 +40,42 @@ def sf_string(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+class _Spelling(Generic[AnyStr]):
+    """How the header fields are written: ``str`` for WSGI, lower-case ``bytes`` for ASGI.
+
+    The fields are rendered once, by `HeaderRenderer._render`, in either spelling: both
+    ``str`` and ``bytes`` take ``%`` formatting, so only these constants differ.
+    """
+
+    __slots__ = ("convert", "join", "limit", "member", "number", "policies", "policy",
+                 "ratelimit", "remaining", "reset", "retry_after")
+
+    def __init__(self, names: tuple[AnyStr, AnyStr, AnyStr, AnyStr, AnyStr, AnyStr],
+                 member: AnyStr, join: AnyStr, number: AnyStr,
+                 convert: Callable[[str], AnyStr]) -> None:
+        self.policy: AnyStr = names[0]
+        self.ratelimit: AnyStr = names[1]
+        self.limit: AnyStr = names[2]
+        self.remaining: AnyStr = names[3]
+        self.reset: AnyStr = names[4]
+        self.retry_after: AnyStr = names[5]
+        self.member: AnyStr = member  # a RateLimit list member: name, r, t
+        self.join: AnyStr = join
+        self.number: AnyStr = number
+        self.convert: Callable[[str], AnyStr] = convert
+        #: (policy, quota, window) -> the serialised name and RateLimit-Policy member.
+        #: Shared by every renderer: the strings depend on nothing else.
+        self.policies: dict[tuple[str, int, int], tuple[AnyStr, AnyStr]] = {}
+
+
+_NAMES = ("RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+          "X-RateLimit-Reset", "Retry-After")
+_TEXT: _Spelling[str] = _Spelling(_NAMES, "%s;r=%d;t=%d", ", ", "%d", str)
+_ASGI: _Spelling[bytes] = _Spelling(
+    tuple(name.lower().encode() for name in _NAMES),  # type: ignore[arg-type]
+    b"%s;r=%d;t=%d", b", ", b"%d", str.encode)
+
+
 class HeaderRenderer:
     """Renders the quota headers of a decision in one of the modes.
 
@@ -53,52 +87,13 @@ class HeaderRenderer:
     Header names and policy strings are prepared once per policy, not per request.
     """
 
-    __slots__ = ("_bytes_cache", "_draft", "_legacy", "_policy_cache")
+    __slots__ = ("_draft", "_legacy")
 
     def __init__(self, mode: str = "both") -> None:
-        if mode not in _MODES:
-            raise ConfigurationError(f"headers={mode!r}: use one of {', '.join(_MODES)}")
+        if mode not in HEADER_MODES:
+            raise ConfigurationError(f"headers={mode!r}: use one of {', '.join(HEADER_MODES)}")
         self._draft = mode in ("draft", "both")
         self._legacy = mode in ("legacy", "both")
-        self._policy_cache: dict[tuple[str, int, int], tuple[str, str]] = {}
-        self._bytes_cache: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
-
-    def render_asgi(self, decision: Decision, *, shadow: bool = False,
-                    ) -> list[tuple[bytes, bytes]]:
-        """`render` as ASGI wants it: lower-case names, latin-1 bytes."""
-        quotas = decision.quotas
-        if len(quotas) == 1 and decision.allowed:
-            # The common case, straight to bytes (the same fields as render() gives).
-            quota = quotas[0]
-            item = decision.plan.items[0]
-            remaining = quota.remaining if quota.remaining > 0 else 0
-            now = time.time()
-            out: list[tuple[bytes, bytes]] = []
-            if self._draft:
-                name, policy = self._policy_bytes(item.policy, item.limit.amount,
-                                                  item.limit.get_expiry())
-                delay = math.ceil(quota.reset_at - now)
-                out.append((b"ratelimit-policy", policy))
-                out.append((b"ratelimit", b"%s;r=%d;t=%d" % (name, remaining,
-                                                            delay if delay > 0 else 0)))
-            if self._legacy:
-                out.append((b"x-ratelimit-limit", b"%d" % quota.limit.amount))
-                out.append((b"x-ratelimit-remaining", b"%d" % remaining))
-                out.append((b"x-ratelimit-reset", b"%d" % math.ceil(quota.reset_at)))
-            return out
-        names = _ASGI_NAMES
-        return [(names[name], value.encode())
-                for name, value in self.render(decision, shadow=shadow)]
-
-    def _policy_bytes(self, name: str, quota: int, window: int) -> tuple[bytes, bytes]:
-        cache_key = (name, quota, window)
-        found = self._bytes_cache.get(cache_key)
-        if found is None:
-            text_name, text_policy = self._policy(name, quota, window)
-            if len(self._bytes_cache) > 4096:
-                self._bytes_cache.clear()
-            found = self._bytes_cache[cache_key] = (text_name.encode(), text_policy.encode())
-        return found
 
     def render(self, decision: Decision, now: float | None = None, *,
                shadow: bool = False) -> list[tuple[str, str]]:
@@ -107,85 +102,75 @@ class HeaderRenderer:
         *shadow*: the request goes through although refused (shadow mode), so the quota
         fields are sent but no ``Retry-After``.
         """
+        return self._render(decision, now, shadow, _TEXT)
+
+    def render_asgi(self, decision: Decision, *, shadow: bool = False,
+                    ) -> list[tuple[bytes, bytes]]:
+        """`render` as ASGI wants it: lower-case names, latin-1 bytes."""
+        return self._render(decision, None, shadow, _ASGI)
+
+    def _render(self, decision: Decision, now: float | None, shadow: bool,
+                spelling: _Spelling[AnyStr]) -> list[tuple[AnyStr, AnyStr]]:
         quotas = decision.quotas
-        if len(quotas) == 1 and decision.allowed and now is None:
-            return self._render_one(decision)
-        out: list[tuple[str, str]] = []
+        out: list[tuple[AnyStr, AnyStr]] = []
         # "none" drops the quota fields, not Retry-After: that belongs to the 429 itself
         # (RFC 6585), and a client told to retry needs to know when.
         if not quotas:
             return out
         if now is None:
             now = time.time()
-        remaining = [max(0, q.remaining) for q in quotas]  # r is non-negative in the draft
+        number = spelling.number
         if self._draft:
             items = decision.plan.items
-            policies = []
-            current = []
-            for index, quota in enumerate(quotas):
-                item = items[index]
-                name, policy = self._policy(item.policy, item.limit.amount,
-                                            item.limit.get_expiry())
-                policies.append(policy)
-                delay = math.ceil(quota.reset_at - now)
-                current.append(f"{name};r={remaining[index]};t={delay if delay > 0 else 0}")
             if len(quotas) == 1:
-                out.append(("RateLimit-Policy", policies[0]))
-                out.append(("RateLimit", current[0]))
+                policy, current = self._member(items[0], quotas[0], now, spelling)
             else:
-                out.append(("RateLimit-Policy", ", ".join(policies)))
-                out.append(("RateLimit", ", ".join(current)))
+                members = [self._member(item, quota, now, spelling)
+                           for item, quota in zip(items, quotas, strict=True)]
+                policy = spelling.join.join([member[0] for member in members])
+                current = spelling.join.join([member[1] for member in members])
+            out.append((spelling.policy, policy))
+            out.append((spelling.ratelimit, current))
         if self._legacy:
             # The most restrictive limit: refused first, then the least remaining, then
             # the latest reset.
-            tight = 0
-            for index in range(1, len(quotas)):
-                a, b = quotas[index], quotas[tight]
-                if (a.allowed, remaining[index], -a.reset_at) < (
-                        b.allowed, remaining[tight], -b.reset_at):
-                    tight = index
-            tightest = quotas[tight]
-            out.append(("X-RateLimit-Limit", str(tightest.limit.amount)))
-            out.append(("X-RateLimit-Remaining", str(remaining[tight])))
-            out.append(("X-RateLimit-Reset", str(math.ceil(tightest.reset_at))))
+            tight = quotas[0] if len(quotas) == 1 else min(
+                quotas, key=lambda q: (q.allowed, max(0, q.remaining), -q.reset_at))
+            out.append((spelling.limit, number % tight.limit.amount))
+            remaining = tight.remaining
+            out.append((spelling.remaining, number % (remaining if remaining > 0 else 0)))
+            out.append((spelling.reset, number % math.ceil(tight.reset_at)))
         if not decision.allowed and not shadow:
-            # Never earlier than the end of a refused limit's window: retry_after alone
-            # was trusted before, so a limiter reporting less (or 0) sent clients back
-            # into a 429. default=: a refusal whose quotas all passed must not raise.
+            # Never earlier than the end of a refused limit's window, whatever the limiter
+            # reported as retry_after; a refusal whose quotas all passed waits 1 s.
             wait = max((max(q.retry_after, q.reset_at - now) for q in quotas if not q.allowed),
                        default=0.0)
-            out.append(("Retry-After", str(max(1, math.ceil(wait)))))
+            out.append((spelling.retry_after, number % max(1, math.ceil(wait))))
         return out
 
-    def _render_one(self, decision: Decision) -> list[tuple[str, str]]:
-        # The common case (one limit, allowed), without the general path's lists: the
-        # same fields render() gives, tested equal.
-        quota = decision.quotas[0]
-        remaining = quota.remaining if quota.remaining > 0 else 0
-        out: list[tuple[str, str]] = []
-        if self._draft:
-            item = decision.plan.items[0]
-            name, policy = self._policy(item.policy, item.limit.amount,
-                                        item.limit.get_expiry())
-            delay = math.ceil(quota.reset_at - time.time())
-            out.append(("RateLimit-Policy", policy))
-            out.append(("RateLimit", f"{name};r={remaining};t={delay if delay > 0 else 0}"))
-        if self._legacy:
-            out.append(("X-RateLimit-Limit", str(quota.limit.amount)))
-            out.append(("X-RateLimit-Remaining", str(remaining)))
-            out.append(("X-RateLimit-Reset", str(math.ceil(quota.reset_at))))
-        return out
+    def _member(self, item: PlanItem, quota: Quota, now: float,
+                spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr]:
+        """One limit's ``RateLimit-Policy`` and ``RateLimit`` list members."""
+        limit = item.limit
+        found = spelling.policies.get((item.policy, limit.amount, limit.get_expiry()))
+        name, policy = found if found is not None else self._policy(
+            item.policy, limit.amount, limit.get_expiry(), spelling)
+        delay = math.ceil(quota.reset_at - now)
+        remaining = quota.remaining if quota.remaining > 0 else 0  # r is non-negative
+        return policy, spelling.member % (name, remaining, delay if delay > 0 else 0)
 
-    def _policy(self, name: str, quota: int, window: int) -> tuple[str, str]:
+    def _policy(self, name: str, quota: int, window: int,
+                spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr]:
         """The serialised policy name and its ``RateLimit-Policy`` member, cached."""
-        cache_key = (name, quota, window)
-        found = self._policy_cache.get(cache_key)
+        cache = spelling.policies
+        found = cache.get((name, quota, window))
         if found is None:
-            if len(self._policy_cache) > 4096:  # bounded: policies are config, not input
-                self._policy_cache.clear()
+            if len(cache) > 4096:  # bounded: policies are config, not input
+                cache.clear()
             serialised = sf_string(name)
-            found = (serialised, f"{serialised};q={quota};w={window}")
-            self._policy_cache[cache_key] = found
+            found = cache[(name, quota, window)] = (
+                spelling.convert(serialised),
+                spelling.convert(f"{serialised};q={quota};w={window}"))
         return found
 
 
