@@ -21,7 +21,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}{result.stderr}"
     # the API reference is generated from the docstrings
     reference = (site / "reference" / "middleware" / "index.html").read_text(encoding="utf-8")
-    assert "ratelimit_mw._asgi.RateLimitMiddleware" in reference
+    assert "ratelimit_mw.RateLimitMiddleware" in reference
     assert "Rate limiting and quota headers in front of any ASGI application" in reference
     assert (site / "troubleshooting" / "index.html").is_file()
     assert (site / "migrating-slowapi" / "index.html").is_file()
