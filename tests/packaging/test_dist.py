@@ -48,6 +48,8 @@ NOT_EXPORTED = {
     # The compiled forms of Rule and the rule list: built by the middlewares, not by users.
     "ratelimit_mw._rules.CompiledRule",
     "ratelimit_mw._rules.RuleTable",
+    # The typed keywords of the middlewares: MiddlewareOptions is the exported form.
+    "ratelimit_mw._options.MiddlewareKwargs",
 }
 
 
