@@ -177,6 +177,11 @@ class Rule:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_compiled", CompiledRule.build(self))
 
+    @property
+    def compiled(self) -> CompiledRule:
+        """This rule checked and prepared for matching (built once, at construction)."""
+        return self._compiled
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:

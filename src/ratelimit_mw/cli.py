@@ -179,7 +179,7 @@ def _find_rule(settings: Settings,
         with contextlib.suppress(ConfigurationError):
             wanted.add(compile_template(rule)[0])
     for entry in settings.rule_objects():
-        compiled = entry._compiled
+        compiled = entry.compiled
         if wanted & {compiled.name, compiled.template}:
             return compiled.name, () if compiled.exempt else (compiled.limits or default)
     return None
