@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Route
 
 from ratelimit_mw import RateLimitMiddleware, RedisOptions, Rule, keys
-from tests.integration.test_limiter import closed_port_url
+from tests.helpers import closed_port_url
 
 calls: list[str] = []
 

@@ -15,8 +15,7 @@ from ratelimit_mw import keys
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._rules import NAMESPACE, CompiledRule, Rule, RuleTable, parse_limits
 from ratelimit_mw.errors import ConfigurationError
-
-from .test_request import LOGIN_VARIANTS
+from tests.helpers import LOGIN_VARIANTS
 
 
 def match(rules: list[Rule], path: str, method: str = "GET") -> CompiledRule | None:

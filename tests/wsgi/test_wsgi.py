@@ -18,7 +18,7 @@ import httpx
 
 from ratelimit_mw import Rule, WSGIRateLimitMiddleware, keys
 from ratelimit_mw._types import Environ, StartResponse
-from tests.integration.test_limiter import closed_port_url
+from tests.helpers import closed_port_url
 
 
 def environ(path: str = "/", method: str = "GET", peer: str = "203.0.113.7",
