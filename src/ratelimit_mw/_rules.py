@@ -38,7 +38,8 @@ def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ..
     elif isinstance(spec, Iterable):
         parts = list(spec)
     else:
-        # Checked here: list(5) raised a bare TypeError instead of a configuration error.
+        # Checked before list(), so that a non-iterable such as 5 gets a
+        # ConfigurationError that names *where*.
         raise ConfigurationError(f"{where}: limits must be a string like '10/minute' or a "
                                  f"list of them, got {spec!r}")
     items: list[RateLimitItem] = []
@@ -66,8 +67,9 @@ def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ..
 
 def key_functions(key: KeyFunc | Sequence[KeyFunc] | None, where: str) -> tuple[KeyFunc, ...]:
     """Check a ``key=`` option: ``None``, a key function or a sequence of them."""
-    # A string is iterable, so key="ip" used to fail on "'i' is not callable", and a
-    # non-iterable such as key=5 raised a bare TypeError from tuple().
+    # A string is iterable but is no key function: it is refused whole, not read letter
+    # by letter. A non-iterable such as key=5 is refused before tuple(). Either way the
+    # ConfigurationError names *where*.
     if key is None:
         return ()
     if callable(key):
@@ -175,6 +177,11 @@ class Rule:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_compiled", CompiledRule.build(self))
 
+    @property
+    def compiled(self) -> CompiledRule:
+        """This rule checked and prepared for matching (built once, at construction)."""
+        return self._compiled
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
@@ -199,8 +206,9 @@ class CompiledRule:
             if isinstance(rule.methods, str):
                 raise ConfigurationError(f"{where}: methods must be a list, e.g. "
                                          f"[{rule.methods!r}]")
-            # Checked before .upper(): methods=[1] raised a bare AttributeError and
-            # methods=5 a bare TypeError. Listed once, so a generator is read once.
+            # Checked before .upper(), so that methods=5 or methods=[1] gets a
+            # ConfigurationError that names the rule. Listed once, so a generator is
+            # read once.
             if not isinstance(rule.methods, Iterable):
                 raise ConfigurationError(f"{where}: methods must be a list, e.g. ['GET']")
             given = list(rule.methods)

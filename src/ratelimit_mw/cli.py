@@ -167,10 +167,10 @@ def _find_rule(settings: Settings,
     """The counter name and the limits of the rule named (or templated) *rule* in
     *settings*; ``None`` when there is no such rule.
 
-    The counter is the one the middleware uses: the rule's *name*, else its normalised
-    template. Looking a named rule up by its path used to read (and reset) a counter
-    of the path that nothing writes, and a path written ``/login/`` in the file was not
-    found as ``/login``.
+    *rule* is compared with each rule's name and its normalised template (a path is
+    normalised first, so ``/login`` finds a rule written ``/login/``). The counter is the
+    one the middleware writes: the rule's *name*, else its normalised template, even
+    when a named rule is looked up by its path.
     """
     default = parse_limits(settings.default_limits, "default_limits")
     if rule == "default":
@@ -180,7 +180,7 @@ def _find_rule(settings: Settings,
         with contextlib.suppress(ConfigurationError):
             wanted.add(compile_template(rule)[0])
     for entry in settings.rule_objects():
-        compiled = entry._compiled
+        compiled = entry.compiled
         if wanted & {compiled.name, compiled.template}:
             return compiled.name, () if compiled.exempt else (compiled.limits or default)
     return None

@@ -39,8 +39,9 @@ def parse_ip(value: str) -> _IPAddress | None:
     if not value or len(value) > 64:
         return None
     # Only '[v6]', '[v6]:port', 'v4:port' (port: digits or an RFC 7239 obfport) are
-    # taken apart; before, anything after ']' or ':' was dropped unread, so values such
-    # as '[::1]junk', '1.2.3.4:' or '[1.2.3.4]' were believed as addresses.
+    # taken apart: what follows ']' or ':' must be such a port and brackets must hold
+    # IPv6, so that values such as '[::1]junk', '1.2.3.4:' or '[1.2.3.4]' count as
+    # malformed, never as addresses.
     bracketed = value.startswith("[")
     if bracketed:
         end = value.find("]")
@@ -242,7 +243,7 @@ class _APIKey:
 
     def __call__(self, request: RequestInfo) -> str | None:
         secret = request.header(self._header) if self._header else None
-        secret = secret.strip() if secret else None  # blank is no key: "   " shared one
+        secret = secret.strip() if secret else None  # blank is no key, not a shared counter
         if not secret and self._query and request.query:
             for name, value in parse_qsl(request.query, keep_blank_values=False):
                 if name == self._query:

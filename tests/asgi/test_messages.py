@@ -9,6 +9,7 @@ import pytest
 
 from ratelimit_mw import RateLimitMiddleware, Rule
 from ratelimit_mw._types import Message, Receive, Scope, Send
+from tests.helpers import closed_port_url
 
 
 def http_scope(path: str = "/", method: str = "GET", client: str = "203.0.113.7",
@@ -234,8 +235,6 @@ async def test_raw_path_variants_match_the_rule(path: str) -> None:
 
 
 async def test_websocket_refused_on_storage_error_says_try_again() -> None:
-    from tests.integration.test_limiter import closed_port_url
-
     mw = middleware(echo_ws, storage=closed_port_url(), on_storage_error="deny")
     rec = Recorder([{"type": "websocket.connect"}])
     await mw(ws_scope(), rec.receive, rec.send)

@@ -11,9 +11,8 @@ import pytest
 from ratelimit_mw import RateLimitMiddleware, Rule, WSGIRateLimitMiddleware
 from ratelimit_mw.events import RateLimitEvent
 from ratelimit_mw.metrics import PrometheusMetrics
-from tests.asgi.test_starlette import starlette_app
-from tests.integration.test_limiter import closed_port_url
-from tests.wsgi.test_wsgi import flask_app
+from tests.apps import flask_app, starlette_app
+from tests.helpers import closed_port_url
 
 
 def client(app: Any) -> httpx.AsyncClient:

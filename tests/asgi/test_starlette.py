@@ -4,50 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import http_sf
 import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.routing import Route
 
 from ratelimit_mw import RateLimitMiddleware, RedisOptions, Rule, keys
-from tests.integration.test_limiter import closed_port_url
-
-calls: list[str] = []
-
-
-async def echo(request: Request) -> PlainTextResponse:
-    calls.append(request.url.path)
-    return PlainTextResponse("ok")
-
-
-async def decision(request: Request) -> JSONResponse:
-    found = request.state.ratelimit
-    return JSONResponse({"allowed": found.allowed, "rule": found.plan.rule,
-                         "remaining": [q.remaining for q in found.quotas]})
-
-
-async def stream(request: Request) -> StreamingResponse:
-    async def chunks() -> AsyncIterator[bytes]:
-        for i in range(5):
-            yield f"chunk{i}\n".encode()
-            await asyncio.sleep(0)
-
-    return StreamingResponse(chunks(), media_type="text/plain")
-
-
-starlette_app = Starlette(routes=[
-    Route("/login", echo, methods=["POST"]),
-    Route("/items/{id}", echo),
-    Route("/health", echo),
-    Route("/decision", decision),
-    Route("/stream", stream),
-    Route("/search", echo),
-])
+from tests.apps import starlette_app
+from tests.helpers import closed_port_url
 
 
 def build(storage: str, **options: Any) -> RateLimitMiddleware:

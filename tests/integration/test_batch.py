@@ -20,7 +20,7 @@ from ratelimit_mw import AsyncRateLimiter, RedisOptions, Rule, StorageError
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._storage.batch import ScriptBatcher
-from tests.integration.test_round_trips import Monitor, client_commands
+from tests.redis_monitor import Monitor, client_commands
 from tests.redis_server import PrivateRedis
 
 

@@ -10,6 +10,7 @@ import redis
 
 from ratelimit_mw import AsyncRateLimiter, ConfigurationError, RateLimiter, StorageError
 from ratelimit_mw._storage.limiter import RedisOptions, mask_url
+from tests.helpers import closed_port_url
 
 
 def test_sync_hit_peek_reset(storage_url: str, strategy: str) -> None:
@@ -109,12 +110,6 @@ def test_storage_none_reads_redis_url(monkeypatch: pytest.MonkeyPatch, redis_url
 def test_mask_url_hides_password() -> None:
     assert mask_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
     assert mask_url("redis://host:6379") == "redis://host:6379"
-
-
-def closed_port_url() -> str:
-    from tests.redis_server import free_port
-
-    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 def test_sync_storage_down_raises_storage_error_fast() -> None:

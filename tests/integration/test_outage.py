@@ -24,9 +24,8 @@ from ratelimit_mw import (
     StorageUnavailableError,
     WSGIRateLimitMiddleware,
 )
-from tests.asgi.test_starlette import starlette_app
+from tests.apps import flask_app, starlette_app
 from tests.redis_server import PrivateRedis
-from tests.wsgi.test_wsgi import flask_app
 
 
 @pytest.fixture

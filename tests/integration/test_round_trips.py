@@ -6,8 +6,6 @@ MONITOR prints every command a client sends (``[db 127.0.0.1:port]``) and, tagge
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,28 +15,10 @@ import pytest
 from ratelimit_mw import AsyncRateLimiter, RateLimiter, Rule
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
+from tests.redis_monitor import Monitor, client_commands
 from tests.redis_server import PrivateRedis
 
 LIMITS = {1: "100/minute", 3: "100/second;1000/minute;10000/hour"}
-
-
-class Monitor:
-    def __init__(self, port: int, path: Path) -> None:
-        self.path = path
-        self._file = path.open("w")
-        self.process = subprocess.Popen(["redis-cli", "-p", str(port), "monitor"],
-                                        stdout=self._file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 5
-        while "OK" not in path.read_text():
-            assert time.monotonic() < deadline, "MONITOR did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> list[str]:
-        time.sleep(0.2)  # let the last lines arrive
-        self.process.terminate()
-        self.process.wait(5)
-        self._file.close()
-        return [line for line in self.path.read_text().splitlines() if line != "OK"]
 
 
 @pytest.fixture
@@ -46,17 +26,6 @@ def server() -> Iterator[PrivateRedis]:
     redis = PrivateRedis()
     yield redis
     redis.stop()
-
-
-def client_commands(lines: list[str]) -> list[str]:
-    """The commands clients sent (not those run inside scripts), upper-cased names."""
-    out = []
-    for line in lines:
-        where, _, rest = line.partition("] ")
-        if " lua" in where:
-            continue
-        out.append(rest.split(" ", 1)[0].strip('"').upper())
-    return out
 
 
 def plan_for(limits: str) -> Any:

@@ -160,9 +160,9 @@ def test_every_field_from_a_file(tmp_path: Path) -> None:
     assert login.key(req(headers={"X-Token": "tok-1"})) == "key:" + digest("tok-1")
     assert login.key(req(query="token=tok-1")) == "key:" + digest("tok-1")
     assert login.key(req()) is None  # no key: the middleware's own key= decides
-    assert login._compiled.methods == frozenset({"POST"})
-    assert login._compiled.name == "login"
-    assert [str(item) for item in search._compiled.limits] == ["10 per 1 second",
+    assert login.compiled.methods == frozenset({"POST"})
+    assert login.compiled.name == "login"
+    assert [str(item) for item in search.compiled.limits] == ["10 per 1 second",
                                                                "1000 per 1 hour"]
     assert search.cost == 1
     assert search.name is None

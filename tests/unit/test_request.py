@@ -9,43 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ratelimit_mw._request import RequestInfo, normalize_path
+from tests.helpers import LOGIN_VARIANTS
 
 # --- normalize_path --------------------------------------------------------------------
-
-LOGIN_VARIANTS = [
-    "/login",
-    "/login/",
-    "/login//",
-    "//login",
-    "///login///",
-    "/./login",
-    "/login/.",
-    "/././login/./",
-    "/log%69n",
-    "/%6c%6f%67%69%6e",
-    "/%6C%6F%67%69%6E",
-    "/a/../login",
-    "/a/b/../../login",
-    "/../login",
-    "/../../../../login",
-    "/%2e%2e/login",
-    "/%2E%2E/login",
-    "/%2e/login",
-    "/a/%2e%2e/login",
-    "/a%2f..%2flogin",
-    "/a%2F..%2Flogin",
-    "/..%2flogin",
-    "/login%2f",
-    "/login%2F",
-    "%2flogin",
-    "login",
-    "/\\login",
-    "\\login",
-    "/a\\..\\login",
-    "/a/%5c../login",
-    "/login/%2e",
-    "/login/x/..",
-]
 
 
 @pytest.mark.parametrize("path", LOGIN_VARIANTS)

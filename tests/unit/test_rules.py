@@ -15,8 +15,7 @@ from ratelimit_mw import keys
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._rules import NAMESPACE, CompiledRule, Rule, RuleTable, parse_limits
 from ratelimit_mw.errors import ConfigurationError
-
-from .test_request import LOGIN_VARIANTS
+from tests.helpers import LOGIN_VARIANTS
 
 
 def match(rules: list[Rule], path: str, method: str = "GET") -> CompiledRule | None:
@@ -123,7 +122,7 @@ def test_parse_limits_rehomes_items_in_our_namespace() -> None:
 
 
 def test_rule_with_item_objects() -> None:
-    compiled = Rule("/x", [RateLimitItemPerMinute(7)])._compiled
+    compiled = Rule("/x", [RateLimitItemPerMinute(7)]).compiled
     assert [i.amount for i in compiled.limits] == [7]
 
 
@@ -145,14 +144,14 @@ def test_no_variant_escapes_a_static_rule(path: str) -> None:
                                       "/a/../login"])
 def test_template_is_normalised_like_requests(template: str) -> None:
     rule = Rule(template, "5/minute")
-    assert rule._compiled.template == "/login"
+    assert rule.compiled.template == "/login"
     assert matched_name([rule], "/login") == "/login"
     assert matched_name([rule], "/login/") == "/login"
 
 
 def test_template_with_params_is_normalised_around_them() -> None:
     rule = Rule("//items/./{id}/", "5/minute")
-    assert rule._compiled.template == "/items/{id}"
+    assert rule.compiled.template == "/items/{id}"
     assert matched_name([rule], "/items/7") == "/items/{id}"
 
 
@@ -356,7 +355,7 @@ def test_lower_case_wsgi_method_does_not_escape_a_post_rule() -> None:
 def test_compiled_rule_fields() -> None:
     key = keys.shared("x")
     compiled = Rule("/r/{id}", "5/minute;100/hour", methods=["get"], key=key, cost=3,
-                    name="reports")._compiled
+                    name="reports").compiled
     assert compiled.template == "/r/{id}"
     assert compiled.methods == frozenset({"GET", "HEAD"})
     assert [i.amount for i in compiled.limits] == [5, 100]
@@ -367,7 +366,7 @@ def test_compiled_rule_fields() -> None:
 
 
 def test_compiled_rule_defaults() -> None:
-    compiled = Rule("/r/{id}/")._compiled
+    compiled = Rule("/r/{id}/").compiled
     assert compiled.name == "/r/{id}"
     assert compiled.limits == ()
     assert compiled.keys == ()
@@ -380,7 +379,7 @@ def test_key_sequence_and_callable_cost() -> None:
         return 2
 
     a, b = keys.header("X-A"), keys.shared()
-    compiled = Rule("/x", "1/minute", key=[a, b], cost=cost)._compiled
+    compiled = Rule("/x", "1/minute", key=[a, b], cost=cost).compiled
     assert compiled.keys == (a, b)
     assert compiled.cost is cost
 
@@ -409,7 +408,7 @@ def test_table_matches_like_a_linear_scan(spec: list[tuple[str, int]], path: str
                                           method: str) -> None:
     rules = [Rule(t, "1/minute", methods=_METHOD_SETS[m], name=f"r{i}")
              for i, (t, m) in enumerate(spec)]
-    expected = next((r._compiled for r in rules if r._compiled.matches(path, method)), None)
+    expected = next((r.compiled for r in rules if r.compiled.matches(path, method)), None)
     assert RuleTable(rules).match(RequestInfo(method, path)) is expected
 
 

@@ -12,13 +12,13 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
-import flask
 import http_sf
 import httpx
 
 from ratelimit_mw import Rule, WSGIRateLimitMiddleware, keys
 from ratelimit_mw._types import Environ, StartResponse
-from tests.integration.test_limiter import closed_port_url
+from tests.apps import flask_app
+from tests.helpers import closed_port_url
 
 
 def environ(path: str = "/", method: str = "GET", peer: str = "203.0.113.7",
@@ -160,25 +160,6 @@ def test_storage_down_never_500() -> None:
 
 
 # -- Flask, through httpx.WSGITransport, memory and Redis ---------------------------------
-
-def flask_app() -> flask.Flask:
-    app = flask.Flask(__name__)
-
-    @app.post("/login")
-    def login() -> str:
-        return "ok"
-
-    @app.get("/items/<int:item>")
-    def item(item: int) -> str:
-        return str(item)
-
-    @app.get("/whoami")
-    def whoami() -> dict[str, Any]:
-        decision = flask.request.environ["ratelimit_mw.decision"]
-        return {"rule": decision.plan.rule, "remaining": decision.quotas[0].remaining}
-
-    return app
-
 
 @contextmanager
 def flask_client(storage: str, peer: str = "203.0.113.7",

@@ -1,0 +1,48 @@
+"""Small helpers shared by test modules (test modules import from here, never from each
+other)."""
+
+from __future__ import annotations
+
+from tests.redis_server import free_port
+
+#: Paths an application routes to ``/login``: each must normalise to it, so that none
+#: escapes a rule for ``/login``.
+LOGIN_VARIANTS = [
+    "/login",
+    "/login/",
+    "/login//",
+    "//login",
+    "///login///",
+    "/./login",
+    "/login/.",
+    "/././login/./",
+    "/log%69n",
+    "/%6c%6f%67%69%6e",
+    "/%6C%6F%67%69%6E",
+    "/a/../login",
+    "/a/b/../../login",
+    "/../login",
+    "/../../../../login",
+    "/%2e%2e/login",
+    "/%2E%2E/login",
+    "/%2e/login",
+    "/a/%2e%2e/login",
+    "/a%2f..%2flogin",
+    "/a%2F..%2Flogin",
+    "/..%2flogin",
+    "/login%2f",
+    "/login%2F",
+    "%2flogin",
+    "login",
+    "/\\login",
+    "\\login",
+    "/a\\..\\login",
+    "/a/%5c../login",
+    "/login/%2e",
+    "/login/x/..",
+]
+
+
+def closed_port_url() -> str:
+    """A Redis URL on a loopback port nothing listens on: a storage that is down."""
+    return f"redis://127.0.0.1:{free_port()}/0"
