@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import Generator, Iterable
-from typing import Any
+from collections.abc import Iterable
 
+from .._flow import arun
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ._flow import (
     CachePolicy,
     CacheRule,
-    Lookup,
-    Op,
     bypass_reason,
     header_dict,
     invalidate,
@@ -73,20 +70,8 @@ class ResponseCacheMiddleware:
             cache = AsyncRedisCache(url) if url else AsyncMemoryCache()
         self.cache = cache
 
-    async def _run(self, flow: Generator[Op, Any, Any]) -> Any:
-        try:
-            op = next(flow)
-            while True:
-                if op[0] == "sleep":
-                    await asyncio.sleep(op[1])
-                    result = None
-                elif op[0] == "connected":  # a property, not a call
-                    result = self.cache.connected
-                else:
-                    result = await getattr(self.cache, op[0])(*op[1:])
-                op = flow.send(result)
-        except StopIteration as done:
-            return done.value
+    def _connected(self) -> bool:
+        return self.cache.connected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +87,7 @@ class ResponseCacheMiddleware:
         if reason is not None or primary is None:
             await self.app(scope, receive, _Tagged(send, f"fwd=bypass; detail={reason or 'host'}"))
             return
-        found: Lookup = await self._run(lookup(self.policy, request, primary))
+        found = await arun(lookup(self.policy, request, primary, self._connected), self.cache)
         if found.entry is not None:
             await _send_entry(send, found.entry.hit(request, time.time(),
                                                     collapsed=found.collapsed))
@@ -114,8 +99,8 @@ class ResponseCacheMiddleware:
             if request.method == "GET" and recorder.complete and status is not None:
                 ttl, _ = response_ttl(self.policy, rule, request, status, recorder.headers)
                 if ttl > 0:
-                    await self._run(store(request, primary, status, recorder.headers,
-                                          bytes(recorder.body), ttl))
+                    await arun(store(request, primary, status, recorder.headers,
+                                     bytes(recorder.body), ttl), self.cache)
         finally:
             if found.lock is not None and found.token is not None:
                 await self.cache.unlock(found.lock, found.token)
@@ -125,7 +110,7 @@ class ResponseCacheMiddleware:
         recorder = _Recorder(send, "fwd=method", 0)
         await self.app(scope, receive, recorder)
         if primary is not None and invalidates(scope.get("method", ""), recorder.status):
-            await self._run(invalidate(primary))
+            await arun(invalidate(primary), self.cache)
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""

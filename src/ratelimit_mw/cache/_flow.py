@@ -1,27 +1,26 @@
-"""The response cache's logic, once, as generators of cache operations (no I/O).
+"""The response cache's logic, once, as flows of cache operations (no I/O).
 
-The ASGI and WSGI middlewares drive these generators: each yields an `Op` — the
-name of a cache method and its arguments, or ``("sleep", seconds)`` — and receives the
-result. The sync driver calls ``getattr(cache, name)(*args)``, the async one awaits it;
-that is the only difference between them.
+Each flow yields operations in the package's one style (`ratelimit_mw._flow`): a call on
+the store, ``lambda cache: cache.get(key)``, or `Sleep`. The WSGI middleware runs them
+with `run` on a sync store, the ASGI one with `arun` on an async store; that is the only
+difference between them.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .._flow import Flow, Op, Sleep
 from .._request import normalize_path
 from .._rules import compile_template
 from ..errors import ConfigurationError
 from ._http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
 
-__all__ = ["CachePolicy", "CacheRule", "Lookup", "Op"]
-
-Op = tuple[Any, ...]
+__all__ = ["CachePolicy", "CacheRule", "Lookup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,23 +111,24 @@ class CachePolicy:
 
 
 def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
-           ) -> Generator[Op, Any, Lookup]:
+           connected: Callable[[], bool]) -> Flow[Lookup]:
     """Find a fresh entry for *request*, waiting (bounded) for a fetch already under way.
 
     Only one request per variant fetches from the app (single flight); the others poll
     the cache for its entry. They never receive another request's response directly: if
     the fetched response was not storable (private, Set-Cookie, another Vary variant),
-    they find nothing and fetch their own.
+    they find nothing and fetch their own. *connected* reads the store's circuit breaker
+    (no I/O): while it is open a failed lock says nothing about another fetch.
     """
     deadline = time.monotonic() + policy.lock_wait
     waited = False
     waited_on: str | None = None
     while True:
-        record = yield ("get", primary)
+        record = yield _get(primary)
         vary = _vary_record(record)
         variant = request.variant_key(primary, vary) if vary is not None else None
         if variant is not None:
-            entry = Entry.from_json((yield ("get", variant)))
+            entry = Entry.from_json((yield _get(variant)))
             if entry is not None and entry.fresh(time.time()):
                 return Lookup(entry, waited, None, None, "")
         status = ("fwd=uri-miss" if variant is None else "fwd=vary-miss" if record
@@ -139,17 +139,17 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
             # nothing and all call the app.
             return Lookup(None, False, None, None, status)
         lock_name = (variant or primary) + ":lock"
-        token = yield ("lock", lock_name, policy.lock_timeout)
+        token = yield _lock(lock_name, policy.lock_timeout)
         if token is not None:
             if lock_name == waited_on:
                 # We waited for this very fetch and it left nothing for us (private,
                 # Set-Cookie, an error status...): fetch beside the other waiters. Holding
                 # the lock made every waiter of an uncacheable URL call the app one after
                 # another (N x its latency), until lock_wait ran out.
-                yield ("unlock", lock_name, token)
+                yield _unlock(lock_name, token)
                 return Lookup(None, False, None, None, "fwd=miss; detail=not-stored")
             return Lookup(None, False, lock_name, token, status)
-        if not (yield ("connected",)):
+        if not connected():
             # The store is down (a failed lock is no sign of another fetch): waiting until
             # lock_wait used to add 5 s to every request of an outage.
             return Lookup(None, False, None, None, "fwd=miss; detail=cache-down")
@@ -158,7 +158,19 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
             return Lookup(None, False, None, None, "fwd=miss; detail=lock-timeout")
         waited = True
         waited_on = lock_name
-        yield ("sleep", policy.poll_interval)
+        yield Sleep(policy.poll_interval)
+
+
+def _get(key: str) -> Op:
+    return lambda cache: cache.get(key)
+
+
+def _lock(name: str, ttl: float) -> Op:
+    return lambda cache: cache.lock(name, ttl)
+
+
+def _unlock(name: str, token: str) -> Op:
+    return lambda cache: cache.unlock(name, token)
 
 
 def _vary_record(record: Any) -> tuple[str, ...] | None:
@@ -173,17 +185,16 @@ def _vary_record(record: Any) -> tuple[str, ...] | None:
 
 
 def store(request: CacheRequest, primary: str, status: int,
-          headers: Sequence[tuple[str, str]], body: bytes, ttl: int,
-          ) -> Generator[Op, Any, None]:
+          headers: Sequence[tuple[str, str]], body: bytes, ttl: int) -> Flow[None]:
     """Store a storable response under its variant key, and the Vary record under the URI."""
     vary = vary_names(headers) or ()
     entry = Entry.build(status, headers, body, ttl)
     variant = request.variant_key(primary, vary)
-    yield ("set", variant, entry.to_json(), ttl)
-    yield ("set", primary, {"vary": list(vary)}, ttl)
+    yield lambda cache: cache.set(variant, entry.to_json(), ttl)
+    yield lambda cache: cache.set(primary, {"vary": list(vary)}, ttl)
     uri_tag = primary.split("#", 1)[0] + "#tag"
-    yield ("tag", uri_tag, variant, ttl)
-    yield ("tag", uri_tag, primary, ttl)
+    yield lambda cache: cache.tag(uri_tag, variant, ttl)
+    yield lambda cache: cache.tag(uri_tag, primary, ttl)
 
 
 #: Methods that never invalidate: safe ones (RFC 9110 §9.2.1). OPTIONS (every CORS
@@ -197,10 +208,11 @@ def invalidates(method: str, status: int | None) -> bool:
     return method not in _NEVER_INVALIDATE and status is not None and 200 <= status < 400
 
 
-def invalidate(primary: str) -> Generator[Op, Any, None]:
+def invalidate(primary: str) -> Flow[None]:
     """After a successful unsafe request: drop every entry of the URI (all variants and
     queries of the path), as RFC 9111 §4.4 asks."""
-    yield ("invalidate_tag", primary.split("#", 1)[0] + "#tag")
+    uri_tag = primary.split("#", 1)[0] + "#tag"
+    yield lambda cache: cache.invalidate_tag(uri_tag)
 
 
 def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import Any
 
+from .._flow import run
 from .._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
 from ._flow import (
     CachePolicy,
     CacheRule,
-    Lookup,
-    Op,
     bypass_reason,
     header_dict,
     invalidate,
@@ -62,20 +60,8 @@ class WSGIResponseCacheMiddleware:
             cache = RedisCache(url) if url else MemoryCache()
         self.cache = cache
 
-    def _run(self, flow: Generator[Op, Any, Any]) -> Any:
-        try:
-            op = next(flow)
-            while True:
-                if op[0] == "sleep":
-                    time.sleep(op[1])
-                    result = None
-                elif op[0] == "connected":  # a property, not a call
-                    result = self.cache.connected
-                else:
-                    result = getattr(self.cache, op[0])(*op[1:])
-                op = flow.send(result)
-        except StopIteration as done:
-            return done.value
+    def _connected(self) -> bool:
+        return self.cache.connected
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _request(environ)
@@ -88,13 +74,13 @@ class WSGIResponseCacheMiddleware:
 
             def after_unsafe(_capture: _Capture) -> None:
                 if primary is not None and invalidates(request.method, recorder.status):
-                    self._run(invalidate(primary))
+                    run(invalidate(primary), self.cache)
 
             return _Capture(result, recorder, 0, after_unsafe)
         if reason is not None or primary is None:
             tagged = _Recorder(start_response, f"fwd=bypass; detail={reason or 'host'}")
             return self.app(environ, tagged)
-        found: Lookup = self._run(lookup(self.policy, request, primary))
+        found = run(lookup(self.policy, request, primary, self._connected), self.cache)
         if found.entry is not None:
             status, headers, body = found.entry.hit(request, time.time(),
                                                     collapsed=found.collapsed)
@@ -110,8 +96,8 @@ class WSGIResponseCacheMiddleware:
                     ttl, _ = response_ttl(self.policy, rule, request, status_code,
                                           recorder.headers)
                     if ttl > 0:
-                        self._run(store(request, primary, status_code, recorder.headers,
-                                        bytes(capture.body), ttl))
+                        run(store(request, primary, status_code, recorder.headers,
+                                  bytes(capture.body), ttl), self.cache)
             finally:
                 if found.lock is not None and found.token is not None:
                     self.cache.unlock(found.lock, found.token)
