@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterable
 
 from .._flow import arun
 from .._types import ASGIApp, Message, Receive, Scope, Send
-from ._flow import (
-    CachePolicy,
-    CacheRule,
-    bypass_reason,
-    header_dict,
-    invalidate,
-    invalidates,
-    lookup,
-    response_ttl,
-    store,
-)
+from . import _flow as flows
 from ._http import CacheRequest
+from ._middleware import CacheMiddlewareBase
 from ._store import AsyncMemoryCache, AsyncRedisCache
 
 __all__ = ["ResponseCacheMiddleware"]
 
 
-class ResponseCacheMiddleware:
+class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | AsyncMemoryCache]):
     """A shared HTTP cache (RFC 9111) in front of any ASGI app, stored as JSON.
 
     Example::
@@ -51,27 +40,8 @@ class ResponseCacheMiddleware:
     reach an entry of its own.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        cache: AsyncRedisCache | AsyncMemoryCache | None = None,
-        rules: Iterable[CacheRule] = (),
-        default_ttl: int = 0,
-        allowed_hosts: Iterable[str] | None = None,
-        max_body_size: int = 1 << 20,
-        lock_wait: float = 5.0,
-    ) -> None:
-        self.app = app
-        self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
-                                        lock_wait)
-        if cache is None:
-            url = os.environ.get("REDIS_URL")
-            cache = AsyncRedisCache(url) if url else AsyncMemoryCache()
-        self.cache = cache
-
-    def _connected(self) -> bool:
-        return self.cache.connected
+    def _default_cache(self, url: str | None) -> AsyncRedisCache | AsyncMemoryCache:
+        return AsyncRedisCache(url) if url else AsyncMemoryCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,14 +50,15 @@ class ResponseCacheMiddleware:
         request = _request(scope)
         rule = self.policy.rule_for(_route_path(request.path, scope))
         primary = request.primary_key("", self.policy.allowed_hosts)
-        reason = bypass_reason(self.policy, rule, request)
+        reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
             await self._unsafe(scope, receive, send, primary)
             return
         if reason is not None or primary is None:
             await self.app(scope, receive, _Tagged(send, f"fwd=bypass; detail={reason or 'host'}"))
             return
-        found = await arun(lookup(self.policy, request, primary, self._connected), self.cache)
+        found = await arun(flows.lookup(self.policy, request, primary, self._connected),
+                           self.cache)
         if found.entry is not None:
             await _send_entry(send, found.entry.hit(request, time.time(),
                                                     collapsed=found.collapsed))
@@ -95,44 +66,32 @@ class ResponseCacheMiddleware:
         recorder = _Recorder(send, found.status, self.policy.max_body_size)
         try:
             await self.app(scope, receive, recorder)
-            status = recorder.status
-            if request.method == "GET" and recorder.complete and status is not None:
-                ttl, _ = response_ttl(self.policy, rule, request, status, recorder.headers)
-                if ttl > 0:
-                    await arun(store(request, primary, status, recorder.headers,
-                                     bytes(recorder.body), ttl), self.cache)
+            if recorder.complete and recorder.status is not None:
+                await arun(flows.save(self.policy, rule, request, primary, recorder.status,
+                                      recorder.headers, bytes(recorder.body)), self.cache)
         finally:
-            if found.lock is not None and found.token is not None:
-                await self.cache.unlock(found.lock, found.token)
+            await arun(flows.release(found), self.cache)
 
     async def _unsafe(self, scope: Scope, receive: Receive, send: Send,
                       primary: str | None) -> None:
         recorder = _Recorder(send, "fwd=method", 0)
         await self.app(scope, receive, recorder)
-        if primary is not None and invalidates(scope.get("method", ""), recorder.status):
-            await arun(invalidate(primary), self.cache)
+        await arun(flows.after_unsafe(scope.get("method", ""), recorder.status, primary),
+                   self.cache)
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""
-        request = CacheRequest("GET", scheme, host, path, "", {})
-        primary = request.primary_key("", None)
-        if primary is None:
-            return 0
-        return int(await self.cache.invalidate_tag(primary.split("#", 1)[0] + "#tag"))
+        return await arun(flows.invalidate_path(host, path, scheme), self.cache)
 
     async def invalidate_prefix(self, host: str, path_prefix: str, scheme: str = "http",
                                 ) -> int:
         """Drop every entry whose path starts with *path_prefix* (SCAN, never KEYS)."""
-        request = CacheRequest("GET", scheme, host, path_prefix, "", {})
-        primary = request.primary_key("", None)
-        if primary is None:
-            return 0
-        return int(await self.cache.delete_prefix(primary.split("#", 1)[0]))
+        return await arun(flows.invalidate_prefix(host, path_prefix, scheme), self.cache)
 
 
 def _request(scope: Scope) -> CacheRequest:
-    headers = header_dict((k.decode("latin-1"), v.decode("latin-1"))
-                          for k, v in scope.get("headers", ()))
+    headers = flows.header_dict((k.decode("latin-1"), v.decode("latin-1"))
+                                for k, v in scope.get("headers", ()))
     raw = scope.get("raw_path")
     # The key holds the whole path the client asked for. It used to drop root_path, so two
     # apps mounted at /v1 and /v2 on one store served each other's /items.

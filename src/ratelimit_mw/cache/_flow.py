@@ -184,17 +184,31 @@ def _vary_record(record: Any) -> tuple[str, ...] | None:
     return tuple(vary)
 
 
-def store(request: CacheRequest, primary: str, status: int,
-          headers: Sequence[tuple[str, str]], body: bytes, ttl: int) -> Flow[None]:
+def save(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest, primary: str,
+         status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Flow[None]:
+    """Store the response to *request* if a shared cache may, for as long as it may."""
+    ttl, _ = response_ttl(policy, rule, request, status, headers)
+    if ttl > 0:
+        yield from _store(request, primary, status, headers, body, ttl)
+
+
+def _store(request: CacheRequest, primary: str, status: int,
+           headers: Sequence[tuple[str, str]], body: bytes, ttl: int) -> Flow[None]:
     """Store a storable response under its variant key, and the Vary record under the URI."""
     vary = vary_names(headers) or ()
     entry = Entry.build(status, headers, body, ttl)
     variant = request.variant_key(primary, vary)
     yield lambda cache: cache.set(variant, entry.to_json(), ttl)
     yield lambda cache: cache.set(primary, {"vary": list(vary)}, ttl)
-    uri_tag = primary.split("#", 1)[0] + "#tag"
-    yield lambda cache: cache.tag(uri_tag, variant, ttl)
-    yield lambda cache: cache.tag(uri_tag, primary, ttl)
+    tag = _tag(primary)
+    yield lambda cache: cache.tag(tag, variant, ttl)
+    yield lambda cache: cache.tag(tag, primary, ttl)
+
+
+def release(found: Lookup) -> Flow[None]:
+    """Free the single-flight lock *found* holds, if it holds one."""
+    if found.lock is not None and found.token is not None:
+        yield _unlock(found.lock, found.token)
 
 
 #: Methods that never invalidate: safe ones (RFC 9110 §9.2.1). OPTIONS (every CORS
@@ -208,11 +222,48 @@ def invalidates(method: str, status: int | None) -> bool:
     return method not in _NEVER_INVALIDATE and status is not None and 200 <= status < 400
 
 
-def invalidate(primary: str) -> Flow[None]:
-    """After a successful unsafe request: drop every entry of the URI (all variants and
-    queries of the path), as RFC 9111 §4.4 asks."""
-    uri_tag = primary.split("#", 1)[0] + "#tag"
-    yield lambda cache: cache.invalidate_tag(uri_tag)
+def after_unsafe(method: str, status: int | None, primary: str | None) -> Flow[None]:
+    """After a request with an unsafe *method*: drop its URI's entries if it succeeded."""
+    if primary is not None and invalidates(method, status):
+        yield from invalidate(primary)
+
+
+def invalidate(primary: str) -> Flow[int]:
+    """Drop every entry of the URI of *primary* (all variants and queries of the path,
+    as RFC 9111 §4.4 asks after a successful unsafe request); the number of keys removed."""
+    tag = _tag(primary)
+    return int((yield lambda cache: cache.invalidate_tag(tag)))
+
+
+def invalidate_path(host: str, path: str, scheme: str) -> Flow[int]:
+    """`invalidate` for *path* on *host*; 0 when *host* is not a valid host."""
+    primary = _primary(host, path, scheme)
+    if primary is None:
+        return 0
+    return (yield from invalidate(primary))
+
+
+def invalidate_prefix(host: str, path_prefix: str, scheme: str) -> Flow[int]:
+    """Drop every entry whose path on *host* starts with *path_prefix*; the keys removed."""
+    primary = _primary(host, path_prefix, scheme)
+    if primary is None:
+        return 0
+    uri = _uri(primary)
+    return int((yield lambda cache: cache.delete_prefix(uri)))
+
+
+def _primary(host: str, path: str, scheme: str) -> str | None:
+    return CacheRequest("GET", scheme, host, path, "", {}).primary_key("", None)
+
+
+def _uri(primary: str) -> str:
+    """The readable head of a key, ``scheme://host/path``: what prefixes are matched on."""
+    return primary.split("#", 1)[0]
+
+
+def _tag(primary: str) -> str:
+    """The tag that lists every key stored for the URI of *primary*."""
+    return _uri(primary) + "#tag"
 
 
 def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 
 from .._flow import run
 from .._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
-from ._flow import (
-    CachePolicy,
-    CacheRule,
-    bypass_reason,
-    header_dict,
-    invalidate,
-    invalidates,
-    lookup,
-    response_ttl,
-    store,
-)
+from . import _flow as flows
 from ._http import CacheRequest
+from ._middleware import CacheMiddlewareBase
 from ._store import MemoryCache, RedisCache
 
 __all__ = ["WSGIResponseCacheMiddleware"]
 
 
-class WSGIResponseCacheMiddleware:
+class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | MemoryCache]):
     """The shared HTTP cache of `ResponseCacheMiddleware`, for WSGI apps.
 
     Example::
@@ -41,46 +31,26 @@ class WSGIResponseCacheMiddleware:
     else `MemoryCache`.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        cache: RedisCache | MemoryCache | None = None,
-        rules: Iterable[CacheRule] = (),
-        default_ttl: int = 0,
-        allowed_hosts: Iterable[str] | None = None,
-        max_body_size: int = 1 << 20,
-        lock_wait: float = 5.0,
-    ) -> None:
-        self.app = app
-        self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
-                                        lock_wait)
-        if cache is None:
-            url = os.environ.get("REDIS_URL")
-            cache = RedisCache(url) if url else MemoryCache()
-        self.cache = cache
-
-    def _connected(self) -> bool:
-        return self.cache.connected
+    def _default_cache(self, url: str | None) -> RedisCache | MemoryCache:
+        return RedisCache(url) if url else MemoryCache()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _request(environ)
         rule = self.policy.rule_for(environ.get("PATH_INFO") or "/")
         primary = request.primary_key("", self.policy.allowed_hosts)
-        reason = bypass_reason(self.policy, rule, request)
+        reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
             recorder = _Recorder(start_response, "fwd=method")
             result = self.app(environ, recorder)
 
             def after_unsafe(_capture: _Capture) -> None:
-                if primary is not None and invalidates(request.method, recorder.status):
-                    run(invalidate(primary), self.cache)
+                run(flows.after_unsafe(request.method, recorder.status, primary), self.cache)
 
             return _Capture(result, recorder, 0, after_unsafe)
         if reason is not None or primary is None:
             tagged = _Recorder(start_response, f"fwd=bypass; detail={reason or 'host'}")
             return self.app(environ, tagged)
-        found = run(lookup(self.policy, request, primary, self._connected), self.cache)
+        found = run(flows.lookup(self.policy, request, primary, self._connected), self.cache)
         if found.entry is not None:
             status, headers, body = found.entry.hit(request, time.time(),
                                                     collapsed=found.collapsed)
@@ -90,45 +60,32 @@ class WSGIResponseCacheMiddleware:
 
         def after(capture: _Capture) -> None:
             try:
-                status_code = recorder.status
-                if request.method == "GET" and capture.complete and status_code is not None \
-                        and not recorder.wrote:
-                    ttl, _ = response_ttl(self.policy, rule, request, status_code,
-                                          recorder.headers)
-                    if ttl > 0:
-                        run(store(request, primary, status_code, recorder.headers,
-                                  bytes(capture.body), ttl), self.cache)
+                if capture.complete and recorder.status is not None and not recorder.wrote:
+                    run(flows.save(self.policy, rule, request, primary, recorder.status,
+                                   recorder.headers, bytes(capture.body)), self.cache)
             finally:
-                if found.lock is not None and found.token is not None:
-                    self.cache.unlock(found.lock, found.token)
+                run(flows.release(found), self.cache)
 
         try:
             result = self.app(environ, recorder)
         except BaseException:
-            if found.lock is not None and found.token is not None:
-                self.cache.unlock(found.lock, found.token)
+            run(flows.release(found), self.cache)
             raise
         return _Capture(result, recorder, self.policy.max_body_size, after)
 
     def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""
-        primary = CacheRequest("GET", scheme, host, path, "", {}).primary_key("", None)
-        if primary is None:
-            return 0
-        return int(self.cache.invalidate_tag(primary.split("#", 1)[0] + "#tag"))
+        return run(flows.invalidate_path(host, path, scheme), self.cache)
 
     def invalidate_prefix(self, host: str, path_prefix: str, scheme: str = "http") -> int:
         """Drop every entry whose path starts with *path_prefix* (SCAN, never KEYS)."""
-        primary = CacheRequest("GET", scheme, host, path_prefix, "", {}).primary_key("", None)
-        if primary is None:
-            return 0
-        return int(self.cache.delete_prefix(primary.split("#", 1)[0]))
+        return run(flows.invalidate_prefix(host, path_prefix, scheme), self.cache)
 
 
 def _request(environ: Environ) -> CacheRequest:
     pairs = [(key[5:].replace("_", "-"), value) for key, value in environ.items()
              if key.startswith("HTTP_")]
-    headers = header_dict(pairs)
+    headers = flows.header_dict(pairs)
     # The key holds the whole path (SCRIPT_NAME too): two apps mounted under different
     # prefixes on one store used to share each other's entries.
     path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
