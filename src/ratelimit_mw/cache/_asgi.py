@@ -8,8 +8,9 @@ from .._flow import arun
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from . import _flow as flows
 from ._http import CacheRequest
+from ._memory_store import AsyncMemoryCache
 from ._middleware import CacheMiddlewareBase
-from ._store import AsyncMemoryCache, AsyncRedisCache
+from ._redis_store import AsyncRedisCache
 
 __all__ = ["ResponseCacheMiddleware"]
 

@@ -10,8 +10,9 @@ from .._flow import run
 from .._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
 from . import _flow as flows
 from ._http import CacheRequest
+from ._memory_store import MemoryCache
 from ._middleware import CacheMiddlewareBase
-from ._store import MemoryCache, RedisCache
+from ._redis_store import RedisCache
 
 __all__ = ["WSGIResponseCacheMiddleware"]
 
