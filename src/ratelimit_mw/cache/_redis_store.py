@@ -3,16 +3,21 @@
 A cache never fails a request: every storage error is caught and reported as a miss or a
 no-op, and a circuit breaker (the limiter's) stops paying timeouts while Redis is down,
 logging once per outage.
+
+The logic of each method is written once, as a flow (`ratelimit_mw._flow`) on the cache
+itself: it builds the command, and decodes the reply it is sent back. Its one operation
+is ``cache._call(default, command, *args)``, the guarded I/O call, which is all the sync
+and async classes write twice (the second ``await``s).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from .._breaker import CircuitBreaker
+from .._flow import Flow, Op, arun, run
 from .._storage.limiter import RedisOptions, _client_url, _redis_module, mask_url
 from ..errors import ConfigurationError
 from ._store import dumps, loads
@@ -55,8 +60,23 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-class _RedisBase:
-    """Construction shared by the sync and async Redis caches."""
+def _millis(ttl: float) -> int:
+    # PX 0 is an error to Redis (counted as an outage): a lock lives at least 1 ms.
+    return max(1, int(ttl * 1000))
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    redis = _redis_module()
+    return (redis.RedisError, OSError, TimeoutError)
+
+
+def _io(default: Any, command: Any, *args: Any, **kwargs: Any) -> Op:
+    """The operation ``cache._call(default, command, *args, **kwargs)``."""
+    return lambda cache: cache._call(default, command, *args, **kwargs)
+
+
+class _RedisCache:
+    """Construction, and every method as a flow; the subclasses run the flows."""
 
     def __init__(self, url: str | None = None, *, client: Any = None,
                  connection_pool: Any = None, prefix: str = "rlmw:cache",
@@ -75,26 +95,84 @@ class _RedisBase:
         self.breaker = CircuitBreaker(name=f"response cache {self.url}")
         self._errors = _redis_errors()
         self.client = self._make_client(url, client, connection_pool)
-        self._unlock = self.client.register_script(_UNLOCK)
+        self._unlock_script = self.client.register_script(_UNLOCK)
         self._tag_script = self.client.register_script(_TAG)
         self._invalidate_script = self.client.register_script(_INVALIDATE)
 
-    def _make_client(self, url: str | None, client: Any, pool: Any) -> Any:
+    def _redis_api(self) -> Any:
+        """``redis`` or ``redis.asyncio``: where the client and pool classes come from."""
         raise NotImplementedError
+
+    def _make_client(self, url: str | None, client: Any, pool: Any) -> Any:
+        if client is not None:
+            return client
+        api = self._redis_api()
+        if pool is None:
+            pool = api.BlockingConnectionPool.from_url(_client_url(url or ""),
+                                                       **self.options.pool_kwargs())
+            # from_pool: the client owns the pool we built, so closing the cache
+            # disconnects it.
+            return api.Redis.from_pool(pool)
+        return api.Redis(connection_pool=pool)  # the caller's pool: theirs to close
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}" if self.prefix else name
 
-    def _failed(self, error: BaseException) -> None:
-        self.breaker.failure(error)
+    @property
+    def connected(self) -> bool:
+        """``False`` while the circuit breaker considers Redis down."""
+        return not self.breaker.is_open
+
+    def _get(self, name: str) -> Flow[Any]:
+        return loads((yield _io(None, self.client.get, self.key(name))))
+
+    def _set(self, name: str, value: Any, ttl: int | None) -> Flow[bool]:
+        data = dumps(value)
+        if ttl is not None and ttl <= 0:
+            # Already expired. Redis refuses EX 0 with an error, which the breaker would
+            # take for an outage (a WARNING, and no caching for the back-off).
+            yield from self._delete((name,))
+            return False
+        return bool((yield _io(False, self.client.set, self.key(name), data, ex=ttl)))
+
+    def _delete(self, names: tuple[str, ...]) -> Flow[int]:
+        if not names:
+            return 0
+        keys = [self.key(n) for n in names]
+        return int((yield _io(0, self.client.delete, *keys)) or 0)
+
+    def _lock(self, name: str, ttl: float) -> Flow[str | None]:
+        token = uuid.uuid4().hex
+        ok = yield _io(None, self.client.set, self.key(name), token, nx=True, px=_millis(ttl))
+        return token if ok else None
+
+    def _unlock(self, name: str, token: str) -> Flow[None]:
+        yield _io(None, self._unlock_script, keys=[self.key(name)], args=[token])
+
+    def _tag(self, tag: str, name: str, ttl: int) -> Flow[None]:
+        yield _io(None, self._tag_script, keys=[self.key(tag)], args=[self.key(name), ttl])
+
+    def _invalidate_tag(self, tag: str) -> Flow[int]:
+        return int((yield _io(0, self._invalidate_script, keys=[self.key(tag)])) or 0)
+
+    def _delete_prefix(self, prefix: str) -> Flow[int]:
+        pattern = _glob_escape(self.key(prefix)) + "*"
+        removed = cursor = 0
+        while True:
+            page = yield _io(None, self.client.scan, cursor, match=pattern, count=500)
+            if page is None:  # Redis failed: what is deleted stays deleted
+                return removed
+            cursor, keys = page
+            if keys:
+                removed += int((yield _io(0, self.client.delete, *keys)) or 0)
+            if not cursor:  # SCAN is complete when it hands back cursor 0
+                return removed
+
+    def _ping(self) -> Flow[bool]:
+        return bool((yield _io(False, self.client.ping)))
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    redis = _redis_module()
-    return (redis.RedisError, OSError, TimeoutError)
-
-
-class RedisCache(_RedisBase):
+class RedisCache(_RedisCache):
     """A JSON cache in Redis with a blocking pool and short timeouts; never raises.
 
     Build it from a URL, an existing client, or the pool your limiter uses (one
@@ -107,94 +185,61 @@ class RedisCache(_RedisBase):
         cache = RedisCache(connection_pool=limiter.storage.get_connection().connection_pool)
     """
 
-    def _make_client(self, url: str | None, client: Any, pool: Any) -> Any:
-        redis = _redis_module()
-        if client is not None:
-            return client
-        if pool is None:
-            pool = redis.BlockingConnectionPool.from_url(_client_url(url or ""),
-                                                         **self.options.pool_kwargs())
-            # from_pool: the client owns the pool we built, so close() disconnects it.
-            # (Redis(connection_pool=pool) never closes it: close() leaked its sockets.)
-            return redis.Redis.from_pool(pool)
-        return redis.Redis(connection_pool=pool)  # the caller's pool: theirs to close
+    def _redis_api(self) -> Any:
+        return _redis_module()
 
-    def _call(self, default: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, default: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.breaker.allow():
             return default
         try:
-            result = method(*args, **kwargs)
+            result = command(*args, **kwargs)
         except self._errors as error:
-            self._failed(error)
+            self.breaker.failure(error)
             return default
         self.breaker.success()
         return result
 
     def get(self, name: str) -> Any:
         """The JSON value stored under *name*, or ``None``."""
-        return loads(self._call(None, self.client.get, self.key(name)))
+        return run(self._get(name), self)
 
     def set(self, name: str, value: Any, ttl: int | None = None) -> bool:
         """Store *value* as JSON, expiring after *ttl* seconds; ``False`` if not stored."""
-        data = dumps(value)
-        if ttl is not None and ttl <= 0:
-            # Already expired. Redis refuses EX 0 with an error, which the breaker took
-            # for an outage (a WARNING, and no caching for the back-off).
-            self.delete(name)
-            return False
-        return bool(self._call(False, self.client.set, self.key(name), data, ex=ttl))
+        return run(self._set(name, value, ttl), self)
 
     def delete(self, *names: str) -> int:
         """Remove keys; the number removed (0 on an outage)."""
-        if not names:
-            return 0
-        return int(self._call(0, self.client.delete, *(self.key(n) for n in names)) or 0)
+        return run(self._delete(names), self)
 
     def lock(self, name: str, ttl: float) -> str | None:
         """A token if the lock *name* was free (and is now ours for *ttl* s), else ``None``."""
-        token = uuid.uuid4().hex
-        ok = self._call(None, self.client.set, self.key(name), token, nx=True,
-                        px=_millis(ttl))
-        return token if ok else None
+        return run(self._lock(name, ttl), self)
 
     def unlock(self, name: str, token: str) -> None:
-        self._call(None, self._unlock, keys=[self.key(name)], args=[token])
+        """Release the lock *name* if *token* still holds it."""
+        run(self._unlock(name, token), self)
 
     def tag(self, tag: str, name: str, ttl: int) -> None:
         """Remember that *name* belongs to *tag* (for `invalidate_tag`)."""
-        self._call(None, self._tag_script, keys=[self.key(tag)], args=[self.key(name), ttl])
+        run(self._tag(tag, name, ttl), self)
 
     def invalidate_tag(self, tag: str) -> int:
         """Delete every key tagged *tag*, and the tag."""
-        return int(self._call(0, self._invalidate_script, keys=[self.key(tag)]) or 0)
+        return run(self._invalidate_tag(tag), self)
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key that starts with *prefix*, with ``SCAN`` (never ``KEYS``)."""
-        pattern = _glob_escape(self.key(prefix)) + "*"
-        removed = 0
-        if not self.breaker.allow():
-            return 0
-        try:
-            for batch in _batches(self.client.scan_iter(match=pattern, count=500)):
-                removed += int(self.client.delete(*batch))
-        except self._errors as error:
-            self._failed(error)
-        return removed
+        return run(self._delete_prefix(prefix), self)
 
     def ping(self) -> bool:
         """``True`` when Redis answers."""
-        return bool(self._call(False, self.client.ping))
-
-    @property
-    def connected(self) -> bool:
-        """``False`` while the circuit breaker considers Redis down."""
-        return not self.breaker.is_open
+        return run(self._ping(), self)
 
     def close(self) -> None:
         self.client.close()
 
 
-class AsyncRedisCache(_RedisBase):
+class AsyncRedisCache(_RedisCache):
     """`RedisCache` for asyncio: the same methods as coroutines (``aclose``).
 
     Example::
@@ -204,101 +249,46 @@ class AsyncRedisCache(_RedisBase):
         await cache.get("greeting")
     """
 
-    def _make_client(self, url: str | None, client: Any, pool: Any) -> Any:
-        redis = _redis_module()
-        if client is not None:
-            return client
-        if pool is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                _client_url(url or ""), **self.options.pool_kwargs())
-            # from_pool: aclose() disconnects the pool we built (it used to leak it, and
-            # redis-py warned "unclosed Connection" when it was collected).
-            return redis.asyncio.Redis.from_pool(pool)
-        return redis.asyncio.Redis(connection_pool=pool)  # the caller's pool: theirs
+    def _redis_api(self) -> Any:
+        return _redis_module().asyncio
 
-    async def _call(self, default: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, default: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.breaker.allow():
             return default
         try:
-            result = await method(*args, **kwargs)
+            result = await command(*args, **kwargs)
         except self._errors as error:
-            self._failed(error)
+            self.breaker.failure(error)
             return default
         self.breaker.success()
         return result
 
     async def get(self, name: str) -> Any:
-        return loads(await self._call(None, self.client.get, self.key(name)))
+        return await arun(self._get(name), self)
 
     async def set(self, name: str, value: Any, ttl: int | None = None) -> bool:
-        data = dumps(value)
-        if ttl is not None and ttl <= 0:  # already expired (see RedisCache.set)
-            await self.delete(name)
-            return False
-        return bool(await self._call(False, self.client.set, self.key(name), data, ex=ttl))
+        return await arun(self._set(name, value, ttl), self)
 
     async def delete(self, *names: str) -> int:
-        if not names:
-            return 0
-        return int(await self._call(0, self.client.delete, *(self.key(n) for n in names)) or 0)
+        return await arun(self._delete(names), self)
 
     async def lock(self, name: str, ttl: float) -> str | None:
-        token = uuid.uuid4().hex
-        ok = await self._call(None, self.client.set, self.key(name), token, nx=True,
-                              px=_millis(ttl))
-        return token if ok else None
+        return await arun(self._lock(name, ttl), self)
 
     async def unlock(self, name: str, token: str) -> None:
-        await self._call(None, self._unlock, keys=[self.key(name)], args=[token])
+        await arun(self._unlock(name, token), self)
 
     async def tag(self, tag: str, name: str, ttl: int) -> None:
-        await self._call(None, self._tag_script, keys=[self.key(tag)],
-                         args=[self.key(name), ttl])
+        await arun(self._tag(tag, name, ttl), self)
 
     async def invalidate_tag(self, tag: str) -> int:
-        return int(await self._call(0, self._invalidate_script, keys=[self.key(tag)]) or 0)
+        return await arun(self._invalidate_tag(tag), self)
 
     async def delete_prefix(self, prefix: str) -> int:
-        pattern = _glob_escape(self.key(prefix)) + "*"
-        removed = 0
-        if not self.breaker.allow():
-            return 0
-        try:
-            batch: list[Any] = []
-            async for key in self.client.scan_iter(match=pattern, count=500):
-                batch.append(key)
-                if len(batch) >= 500:
-                    removed += int(await self.client.delete(*batch))
-                    batch = []
-            if batch:
-                removed += int(await self.client.delete(*batch))
-        except self._errors as error:
-            self._failed(error)
-        return removed
+        return await arun(self._delete_prefix(prefix), self)
 
     async def ping(self) -> bool:
-        return bool(await self._call(False, self.client.ping))
-
-    @property
-    def connected(self) -> bool:
-        return not self.breaker.is_open
+        return await arun(self._ping(), self)
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def _millis(ttl: float) -> int:
-    # PX 0 is an error to Redis (counted as an outage): a lock lives at least 1 ms.
-    return max(1, int(ttl * 1000))
-
-
-def _batches(keys: Iterator[Any], size: int = 500) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for key in keys:
-        batch.append(key)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
