@@ -50,7 +50,7 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
             return
         request = _request(scope)
         rule = self.policy.rule_for(_route_path(request.path, scope))
-        primary = request.primary_key("", self.policy.allowed_hosts)
+        primary = request.primary_key(self.policy.allowed_hosts)
         reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
             await self._unsafe(scope, receive, send, primary)
@@ -123,9 +123,9 @@ class _Tagged:
 
     __slots__ = ("_done", "_send", "_value")
 
-    def __init__(self, send: Send, status: str) -> None:
+    def __init__(self, send: Send, tag: str) -> None:
         self._send = send
-        self._value = f"ratelimit-mw; {status}".encode("latin-1")
+        self._value = f"ratelimit-mw; {tag}".encode("latin-1")
         self._done = False
 
     async def __call__(self, message: Message) -> None:
@@ -136,14 +136,14 @@ class _Tagged:
         await self._send(message)
 
 
-class _Recorder:
-    """Forwards the response as it streams and keeps a copy up to *limit* bytes."""
+class _Recorder(_Tagged):
+    """`_Tagged`, noting status and headers and keeping a copy of the body up to *limit*
+    bytes as it streams."""
 
-    __slots__ = ("_limit", "_send", "_tag", "body", "complete", "headers", "status")
+    __slots__ = ("_limit", "body", "complete", "headers", "status")
 
-    def __init__(self, send: Send, tag: str | None, limit: int) -> None:
-        self._send = send
-        self._tag = tag
+    def __init__(self, send: Send, tag: str, limit: int) -> None:
+        super().__init__(send, tag)
         self._limit = limit
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
@@ -158,10 +158,6 @@ class _Recorder:
                             for k, v in message.get("headers", ())]
             if message.get("trailers"):
                 self._limit = -1  # trailers cannot be replayed from the cache
-            if self._tag is not None:
-                message = {**message, "headers": [
-                    *message.get("headers", ()),
-                    (b"cache-status", f"ratelimit-mw; {self._tag}".encode("latin-1"))]}
         elif kind == "http.response.body" and self._limit >= 0:
             body = message.get("body", b"")
             if len(self.body) + len(body) > self._limit:
@@ -173,4 +169,4 @@ class _Recorder:
                     self.complete = True
         elif kind == "http.response.pathsend":
             self._limit = -1  # a file sent by path: not buffered, not stored
-        await self._send(message)
+        await super().__call__(message)

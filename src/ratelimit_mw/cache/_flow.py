@@ -187,7 +187,7 @@ def _vary_record(record: Any) -> tuple[str, ...] | None:
 def save(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest, primary: str,
          status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Flow[None]:
     """Store the response to *request* if a shared cache may, for as long as it may."""
-    ttl, _ = response_ttl(policy, rule, request, status, headers)
+    ttl = response_ttl(policy, rule, request, status, headers)
     if ttl > 0:
         yield from _store(request, primary, status, headers, body, ttl)
 
@@ -253,7 +253,7 @@ def invalidate_prefix(host: str, path_prefix: str, scheme: str) -> Flow[int]:
 
 
 def _primary(host: str, path: str, scheme: str) -> str | None:
-    return CacheRequest("GET", scheme, host, path, "", {}).primary_key("", None)
+    return CacheRequest("GET", scheme, host, path, "", {}).primary_key(None)
 
 
 def _uri(primary: str) -> str:
@@ -267,13 +267,12 @@ def _tag(primary: str) -> str:
 
 
 def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
-                 status: int, headers: Sequence[tuple[str, str]]) -> tuple[int, str]:
-    """Seconds to store the response (0: not at all) and the reason when not."""
+                 status: int, headers: Sequence[tuple[str, str]]) -> int:
+    """Seconds to store the response; 0: not at all."""
     default = rule.ttl if rule is not None and rule.ttl is not None else policy.default_ttl
     allow_authorized = rule.allow_authorized if rule is not None else False
-    verdict = storable(request, status, headers, default_ttl=default,
-                       allow_authorized=allow_authorized)
-    return verdict.ttl, verdict.reason
+    return storable(request, status, headers, default_ttl=default,
+                    allow_authorized=allow_authorized).ttl
 
 
 def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,

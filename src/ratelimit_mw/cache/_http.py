@@ -150,7 +150,7 @@ class CacheRequest:
         """Carries credentials: ``Authorization`` or ``Cookie``."""
         return "authorization" in self.headers or "cookie" in self.headers
 
-    def primary_key(self, prefix: str, allowed_hosts: frozenset[str] | None) -> str | None:
+    def primary_key(self, allowed_hosts: frozenset[str] | None) -> str | None:
         """The key of the URI (without Vary), or ``None`` when the host is not valid.
 
         The method is always GET: HEAD is served from the GET entry.
@@ -162,8 +162,7 @@ class CacheRequest:
                         if name in self.headers)
         base = f"GET {self.scheme}://{host}{self.path}?{normalize_query(self.query)}"
         # Readable up to the path (for invalidation by prefix), hashed after it.
-        head = f"{prefix}:" if prefix else ""
-        return f"{head}{self.scheme}://{host}{self.path}#{_digest(base + keyed)}"
+        return f"{self.scheme}://{host}{self.path}#{_digest(base + keyed)}"
 
     def variant_key(self, primary: str, vary: Sequence[str]) -> str:
         """The key of this request's variant: every Vary'd header's value, absent ≠ empty."""

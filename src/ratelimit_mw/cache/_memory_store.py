@@ -28,7 +28,6 @@ class MemoryCache:
         self._tags: dict[str, dict[str, float]] = {}  # tag -> {member: expires at}
         self._lock = threading.Lock()
         self.max_entries = max_entries
-        self.prefix = ""
 
     def _live(self, name: str, now: float) -> str | None:
         found = self._data.get(name)
@@ -120,7 +119,6 @@ class AsyncMemoryCache:
 
     def __init__(self, cache: MemoryCache | None = None) -> None:
         self.sync = cache or MemoryCache()
-        self.prefix = ""
 
     async def get(self, name: str) -> Any:
         return self.sync.get(name)

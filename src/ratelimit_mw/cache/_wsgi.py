@@ -38,7 +38,7 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _request(environ)
         rule = self.policy.rule_for(environ.get("PATH_INFO") or "/")
-        primary = request.primary_key("", self.policy.allowed_hosts)
+        primary = request.primary_key(self.policy.allowed_hosts)
         reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
             recorder = _Recorder(start_response, "fwd=method")
@@ -47,7 +47,7 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
             def after_unsafe(_capture: _Capture) -> None:
                 run(flows.after_unsafe(request.method, recorder.status, primary), self.cache)
 
-            return _Capture(result, recorder, 0, after_unsafe)
+            return _Capture(result, 0, after_unsafe)
         if reason is not None or primary is None:
             tagged = _Recorder(start_response, f"fwd=bypass; detail={reason or 'host'}")
             return self.app(environ, tagged)
@@ -72,7 +72,7 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
         except BaseException:
             run(flows.release(found), self.cache)
             raise
-        return _Capture(result, recorder, self.policy.max_body_size, after)
+        return _Capture(result, self.policy.max_body_size, after)
 
     def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""
@@ -101,7 +101,7 @@ class _Recorder:
 
     __slots__ = ("_start_response", "_tag", "headers", "status", "wrote")
 
-    def __init__(self, start_response: StartResponse, tag: str | None) -> None:
+    def __init__(self, start_response: StartResponse, tag: str) -> None:
         self._start_response = start_response
         self._tag = tag
         self.status: int | None = None
@@ -114,8 +114,7 @@ class _Recorder:
                  exc_info: OptExcInfo | None = None, /) -> WriteCallable:
         self.status = int(status.split(" ", 1)[0])
         self.headers = list(headers)
-        if self._tag is not None:
-            headers = [*headers, ("Cache-Status", f"ratelimit-mw; {self._tag}")]
+        headers = [*headers, ("Cache-Status", f"ratelimit-mw; {self._tag}")]
         if exc_info is None:
             write = self._start_response(status, headers)
         else:
@@ -131,7 +130,7 @@ class _Recorder:
 class _Capture:
     """The app's iterable, passed through; a bounded copy kept; *after* run at close()."""
 
-    def __init__(self, result: Iterable[bytes], recorder: _Recorder, limit: int,
+    def __init__(self, result: Iterable[bytes], limit: int,
                  after: Callable[[_Capture], None]) -> None:
         self._result = result
         self._limit = limit
