@@ -94,8 +94,8 @@ def _request(scope: Scope) -> CacheRequest:
     headers = flows.header_dict((k.decode("latin-1"), v.decode("latin-1"))
                                 for k, v in scope.get("headers", ()))
     raw = scope.get("raw_path")
-    # The key holds the whole path the client asked for. It used to drop root_path, so two
-    # apps mounted at /v1 and /v2 on one store served each other's /items.
+    # The key holds the whole path the client asked for, root_path included: two apps
+    # mounted at /v1 and /v2 on one store keep their own /items.
     path = raw.decode("latin-1") if raw else scope.get("path", "/")
     return CacheRequest(scope.get("method", "GET"), scope.get("scheme", "http"),
                         headers.get("host"), path.split("?", 1)[0],

@@ -20,7 +20,22 @@ from .._rules import compile_template
 from ..errors import ConfigurationError
 from ._http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
 
-__all__ = ["CachePolicy", "CacheRule", "Lookup"]
+__all__ = [
+    "CachePolicy",
+    "CacheRule",
+    "Lookup",
+    "after_unsafe",
+    "bypass_reason",
+    "header_dict",
+    "invalidate",
+    "invalidate_path",
+    "invalidate_prefix",
+    "invalidates",
+    "lookup",
+    "release",
+    "response_ttl",
+    "save",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,24 +149,24 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
         status = ("fwd=uri-miss" if variant is None else "fwd=vary-miss" if record
                   else "fwd=miss")
         if request.method != "GET":
-            # A HEAD response is never stored: it must not hold (or wait for) the lock.
-            # Holding it, a HEAD (a health check) made the GETs waiting behind it find
-            # nothing and all call the app.
+            # A HEAD response is never stored, so a HEAD neither holds nor waits for the
+            # lock: the GETs waiting behind a HEAD (a health check) would find nothing and
+            # all call the app.
             return Lookup(None, False, None, None, status)
         lock_name = (variant or primary) + ":lock"
         token = yield _lock(lock_name, policy.lock_timeout)
         if token is not None:
             if lock_name == waited_on:
                 # We waited for this very fetch and it left nothing for us (private,
-                # Set-Cookie, an error status...): fetch beside the other waiters. Holding
-                # the lock made every waiter of an uncacheable URL call the app one after
-                # another (N x its latency), until lock_wait ran out.
+                # Set-Cookie, an error status...): fetch beside the other waiters, not
+                # holding the lock, or the waiters of an uncacheable URL would call the app
+                # one after another until lock_wait ran out.
                 yield _unlock(lock_name, token)
                 return Lookup(None, False, None, None, "fwd=miss; detail=not-stored")
             return Lookup(None, False, lock_name, token, status)
         if not connected():
-            # The store is down (a failed lock is no sign of another fetch): waiting until
-            # lock_wait used to add 5 s to every request of an outage.
+            # The store is down, so a failed lock is no sign of another fetch: waiting
+            # would add lock_wait to every request of the outage.
             return Lookup(None, False, None, None, "fwd=miss; detail=cache-down")
         if time.monotonic() >= deadline:
             # The fetch under way takes too long: fetch ourselves rather than wait more.
@@ -174,8 +189,8 @@ def _unlock(name: str, token: str) -> Op:
 
 
 def _vary_record(record: Any) -> tuple[str, ...] | None:
-    """The Vary names of a URI record, ``None`` when there is none or it is damaged (a
-    damaged record, e.g. ``{"vary": 5}``, used to raise: a 500 instead of a miss)."""
+    """The Vary names of a URI record; ``None`` when there is none or it is damaged
+    (``{"vary": 5}``, say): a miss, never an error."""
     if not isinstance(record, dict):
         return None
     vary = record.get("vary", ())
@@ -211,8 +226,8 @@ def release(found: Lookup) -> Flow[None]:
         yield _unlock(found.lock, found.token)
 
 
-#: Methods that never invalidate: safe ones (RFC 9110 §9.2.1). OPTIONS (every CORS
-#: preflight) and TRACE used to drop the URI's entries.
+#: Methods that never invalidate: the safe ones (RFC 9110 §9.2.1), OPTIONS (every CORS
+#: preflight) and TRACE included.
 _NEVER_INVALIDATE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 

@@ -75,8 +75,8 @@ class MemoryCache:
                 del self._data[name]
 
     def tag(self, tag: str, name: str, ttl: int) -> None:
-        # Members expire with their entries and tags with their last member: tags used to
-        # be kept for ever (max_entries bounded the entries, not their tags).
+        # Members expire with their entries and tags with their last member, so the tags
+        # stay bounded as the entries are (max_entries).
         with self._lock:
             now = time.monotonic()
             members = self._tags.setdefault(tag, {})

@@ -36,8 +36,8 @@ return 0
 
 
 # A tag is a sorted set of keys scored by when they expire (server time); it lives as long as
-# its longest-lived member. Expired members are dropped on every tag: a plain set whose TTL
-# every store pushed back grew for ever under a stream of distinct queries of one path.
+# its longest-lived member. Expired members are dropped on every tag, so the tag of a path
+# stays as small as its live entries under a stream of distinct queries.
 _TAG = """
 local now = tonumber(redis.call('TIME')[1])
 local ttl = tonumber(ARGV[2])

@@ -87,8 +87,8 @@ def _request(environ: Environ) -> CacheRequest:
     pairs = [(key[5:].replace("_", "-"), value) for key, value in environ.items()
              if key.startswith("HTTP_")]
     headers = flows.header_dict(pairs)
-    # The key holds the whole path (SCRIPT_NAME too): two apps mounted under different
-    # prefixes on one store used to share each other's entries.
+    # The key holds the whole path, SCRIPT_NAME included: two apps mounted under
+    # different prefixes on one store keep their own entries.
     path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
     return CacheRequest(environ.get("REQUEST_METHOD", "GET").upper(),
                         environ.get("wsgi.url_scheme", "http"),
@@ -107,7 +107,7 @@ class _Recorder:
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         #: The app used the legacy write() callable: bytes we never saw went out, so the
-        #: copy is incomplete and must not be stored (it used to be: a truncated body).
+        #: copy is incomplete and is never stored.
         self.wrote = False
 
     def __call__(self, status: str, headers: list[tuple[str, str]],
