@@ -29,8 +29,9 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
     responses are stored). HEAD is served from the GET entry; a successful POST, PUT,
     PATCH or DELETE drops the URI's entries. Hits carry ``Age``, ``Cache-Status`` and an
     ``ETag``, and answer a matching ``If-None-Match`` with 304. One request per variant
-    fetches a missing entry; the others wait for it (bounded). *cache* ``None`` means an
-    `AsyncRedisCache` on ``$REDIS_URL``, else memory.
+    fetches a missing entry; the others wait for it (bounded). *app* is the ASGI app;
+    *cache* an `AsyncRedisCache` or `AsyncMemoryCache`, ``None`` meaning an
+    `AsyncRedisCache` on ``$REDIS_URL``, else an `AsyncMemoryCache`.
 
     Order with the rate limiter: put `RateLimitMiddleware` outside (the default
     advice) and every hit still counts against the quota, with current quota headers on

@@ -28,8 +28,8 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
 
     The same rules, keys and headers as the ASGI middleware. The app's iterable is passed
     through as it streams (``close()`` kept); a copy up to *max_body_size* is stored once
-    the server has sent it all. *cache* ``None``: `RedisCache` on ``$REDIS_URL``,
-    else `MemoryCache`.
+    the server has sent it all. *app* is the WSGI app; *cache* a `RedisCache` or
+    `MemoryCache`, ``None`` meaning a `RedisCache` on ``$REDIS_URL``, else a `MemoryCache`.
     """
 
     def _default_cache(self, url: str | None) -> RedisCache | MemoryCache:
