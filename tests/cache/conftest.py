@@ -1,4 +1,5 @@
-"""Cache fixtures: each test that takes one runs on the memory store and on a real Redis."""
+"""Cache fixtures: each test that takes one runs on the memory store and on a real Redis
+(and, with `interface`, through the ASGI and the WSGI middleware)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from ratelimit_mw import RedisOptions
 from ratelimit_mw.cache import AsyncMemoryCache, AsyncRedisCache, MemoryCache, RedisCache
+from tests.cache.harness import INTERFACES, AnyCache, Interface
 
 STORES = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
 
@@ -44,3 +46,24 @@ def sync_cache(request: pytest.FixtureRequest) -> Iterator[RedisCache | MemoryCa
         yield cache
     finally:
         cache.close()
+
+
+@pytest.fixture(params=INTERFACES, ids=str)
+def interface(request: pytest.FixtureRequest) -> Interface:
+    """Each test that takes this runs through the ASGI and through the WSGI middleware."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=STORES)
+async def cache(request: pytest.FixtureRequest, interface: Interface) -> AsyncIterator[AnyCache]:
+    """The store of *interface*'s middleware: its memory cache, or its Redis cache."""
+    if request.param == "memory":
+        yield interface.memory_cache()
+        return
+    request.getfixturevalue("redis_client")
+    store = interface.redis_cache(str(request.getfixturevalue("redis_url")),
+                                  redis_options=PATIENT)
+    try:
+        yield store
+    finally:
+        await interface.close(store)

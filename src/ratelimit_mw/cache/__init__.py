@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ._asgi import ResponseCacheMiddleware
 from ._flow import CacheRule
-from ._store import AsyncMemoryCache, AsyncRedisCache, MemoryCache, RedisCache
+from ._memory_store import AsyncMemoryCache, MemoryCache
+from ._redis_store import AsyncRedisCache, RedisCache
 from ._wsgi import WSGIResponseCacheMiddleware
 
 __all__ = [

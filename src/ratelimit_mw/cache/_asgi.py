@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import time
-from collections.abc import Generator, Iterable
-from typing import Any
 
+from .._flow import arun
 from .._types import ASGIApp, Message, Receive, Scope, Send
-from ._flow import (
-    CachePolicy,
-    CacheRule,
-    Lookup,
-    Op,
-    bypass_reason,
-    header_dict,
-    invalidate,
-    invalidates,
-    lookup,
-    response_ttl,
-    store,
-)
+from . import _flow as flows
 from ._http import CacheRequest
-from ._store import AsyncMemoryCache, AsyncRedisCache
+from ._memory_store import AsyncMemoryCache
+from ._middleware import CacheMiddlewareBase
+from ._redis_store import AsyncRedisCache
 
 __all__ = ["ResponseCacheMiddleware"]
 
 
-class ResponseCacheMiddleware:
+class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | AsyncMemoryCache]):
     """A shared HTTP cache (RFC 9111) in front of any ASGI app, stored as JSON.
 
     Example::
@@ -42,8 +29,9 @@ class ResponseCacheMiddleware:
     responses are stored). HEAD is served from the GET entry; a successful POST, PUT,
     PATCH or DELETE drops the URI's entries. Hits carry ``Age``, ``Cache-Status`` and an
     ``ETag``, and answer a matching ``If-None-Match`` with 304. One request per variant
-    fetches a missing entry; the others wait for it (bounded). *cache* ``None`` means an
-    `AsyncRedisCache` on ``$REDIS_URL``, else memory.
+    fetches a missing entry; the others wait for it (bounded). *app* is the ASGI app;
+    *cache* an `AsyncRedisCache` or `AsyncMemoryCache`, ``None`` meaning an
+    `AsyncRedisCache` on ``$REDIS_URL``, else an `AsyncMemoryCache`.
 
     Order with the rate limiter: put `RateLimitMiddleware` outside (the default
     advice) and every hit still counts against the quota, with current quota headers on
@@ -54,39 +42,8 @@ class ResponseCacheMiddleware:
     reach an entry of its own.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        cache: AsyncRedisCache | AsyncMemoryCache | None = None,
-        rules: Iterable[CacheRule] = (),
-        default_ttl: int = 0,
-        allowed_hosts: Iterable[str] | None = None,
-        max_body_size: int = 1 << 20,
-        lock_wait: float = 5.0,
-    ) -> None:
-        self.app = app
-        self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
-                                        lock_wait)
-        if cache is None:
-            url = os.environ.get("REDIS_URL")
-            cache = AsyncRedisCache(url) if url else AsyncMemoryCache()
-        self.cache = cache
-
-    async def _run(self, flow: Generator[Op, Any, Any]) -> Any:
-        try:
-            op = next(flow)
-            while True:
-                if op[0] == "sleep":
-                    await asyncio.sleep(op[1])
-                    result = None
-                elif op[0] == "connected":  # a property, not a call
-                    result = self.cache.connected
-                else:
-                    result = await getattr(self.cache, op[0])(*op[1:])
-                op = flow.send(result)
-        except StopIteration as done:
-            return done.value
+    def _default_cache(self, url: str | None) -> AsyncRedisCache | AsyncMemoryCache:
+        return AsyncRedisCache(url) if url else AsyncMemoryCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,15 +51,16 @@ class ResponseCacheMiddleware:
             return
         request = _request(scope)
         rule = self.policy.rule_for(_route_path(request.path, scope))
-        primary = request.primary_key("", self.policy.allowed_hosts)
-        reason = bypass_reason(self.policy, rule, request)
+        primary = request.primary_key(self.policy.allowed_hosts)
+        reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
             await self._unsafe(scope, receive, send, primary)
             return
         if reason is not None or primary is None:
             await self.app(scope, receive, _Tagged(send, f"fwd=bypass; detail={reason or 'host'}"))
             return
-        found: Lookup = await self._run(lookup(self.policy, request, primary))
+        found = await arun(flows.lookup(self.policy, request, primary, self._connected),
+                           self.cache)
         if found.entry is not None:
             await _send_entry(send, found.entry.hit(request, time.time(),
                                                     collapsed=found.collapsed))
@@ -110,47 +68,35 @@ class ResponseCacheMiddleware:
         recorder = _Recorder(send, found.status, self.policy.max_body_size)
         try:
             await self.app(scope, receive, recorder)
-            status = recorder.status
-            if request.method == "GET" and recorder.complete and status is not None:
-                ttl, _ = response_ttl(self.policy, rule, request, status, recorder.headers)
-                if ttl > 0:
-                    await self._run(store(request, primary, status, recorder.headers,
-                                          bytes(recorder.body), ttl))
+            if recorder.complete and recorder.status is not None:
+                await arun(flows.save(self.policy, rule, request, primary, recorder.status,
+                                      recorder.headers, bytes(recorder.body)), self.cache)
         finally:
-            if found.lock is not None and found.token is not None:
-                await self.cache.unlock(found.lock, found.token)
+            await arun(flows.release(found), self.cache)
 
     async def _unsafe(self, scope: Scope, receive: Receive, send: Send,
                       primary: str | None) -> None:
         recorder = _Recorder(send, "fwd=method", 0)
         await self.app(scope, receive, recorder)
-        if primary is not None and invalidates(scope.get("method", ""), recorder.status):
-            await self._run(invalidate(primary))
+        await arun(flows.after_unsafe(scope.get("method", ""), recorder.status, primary),
+                   self.cache)
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""
-        request = CacheRequest("GET", scheme, host, path, "", {})
-        primary = request.primary_key("", None)
-        if primary is None:
-            return 0
-        return int(await self.cache.invalidate_tag(primary.split("#", 1)[0] + "#tag"))
+        return await arun(flows.invalidate_path(host, path, scheme), self.cache)
 
     async def invalidate_prefix(self, host: str, path_prefix: str, scheme: str = "http",
                                 ) -> int:
         """Drop every entry whose path starts with *path_prefix* (SCAN, never KEYS)."""
-        request = CacheRequest("GET", scheme, host, path_prefix, "", {})
-        primary = request.primary_key("", None)
-        if primary is None:
-            return 0
-        return int(await self.cache.delete_prefix(primary.split("#", 1)[0]))
+        return await arun(flows.invalidate_prefix(host, path_prefix, scheme), self.cache)
 
 
 def _request(scope: Scope) -> CacheRequest:
-    headers = header_dict((k.decode("latin-1"), v.decode("latin-1"))
-                          for k, v in scope.get("headers", ()))
+    headers = flows.header_dict((k.decode("latin-1"), v.decode("latin-1"))
+                                for k, v in scope.get("headers", ()))
     raw = scope.get("raw_path")
-    # The key holds the whole path the client asked for. It used to drop root_path, so two
-    # apps mounted at /v1 and /v2 on one store served each other's /items.
+    # The key holds the whole path the client asked for, root_path included: two apps
+    # mounted at /v1 and /v2 on one store keep their own /items.
     path = raw.decode("latin-1") if raw else scope.get("path", "/")
     return CacheRequest(scope.get("method", "GET"), scope.get("scheme", "http"),
                         headers.get("host"), path.split("?", 1)[0],
@@ -178,9 +124,9 @@ class _Tagged:
 
     __slots__ = ("_done", "_send", "_value")
 
-    def __init__(self, send: Send, status: str) -> None:
+    def __init__(self, send: Send, tag: str) -> None:
         self._send = send
-        self._value = f"ratelimit-mw; {status}".encode("latin-1")
+        self._value = f"ratelimit-mw; {tag}".encode("latin-1")
         self._done = False
 
     async def __call__(self, message: Message) -> None:
@@ -191,14 +137,14 @@ class _Tagged:
         await self._send(message)
 
 
-class _Recorder:
-    """Forwards the response as it streams and keeps a copy up to *limit* bytes."""
+class _Recorder(_Tagged):
+    """`_Tagged`, noting status and headers and keeping a copy of the body up to *limit*
+    bytes as it streams."""
 
-    __slots__ = ("_limit", "_send", "_tag", "body", "complete", "headers", "status")
+    __slots__ = ("_limit", "body", "complete", "headers", "status")
 
-    def __init__(self, send: Send, tag: str | None, limit: int) -> None:
-        self._send = send
-        self._tag = tag
+    def __init__(self, send: Send, tag: str, limit: int) -> None:
+        super().__init__(send, tag)
         self._limit = limit
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
@@ -213,10 +159,6 @@ class _Recorder:
                             for k, v in message.get("headers", ())]
             if message.get("trailers"):
                 self._limit = -1  # trailers cannot be replayed from the cache
-            if self._tag is not None:
-                message = {**message, "headers": [
-                    *message.get("headers", ()),
-                    (b"cache-status", f"ratelimit-mw; {self._tag}".encode("latin-1"))]}
         elif kind == "http.response.body" and self._limit >= 0:
             body = message.get("body", b"")
             if len(self.body) + len(body) > self._limit:
@@ -228,4 +170,4 @@ class _Recorder:
                     self.complete = True
         elif kind == "http.response.pathsend":
             self._limit = -1  # a file sent by path: not buffered, not stored
-        await self._send(message)
+        await super().__call__(message)

@@ -1,27 +1,41 @@
-"""The response cache's logic, once, as generators of cache operations (no I/O).
+"""The response cache's logic, once, as flows of cache operations (no I/O).
 
-The ASGI and WSGI middlewares drive these generators: each yields an `Op` — the
-name of a cache method and its arguments, or ``("sleep", seconds)`` — and receives the
-result. The sync driver calls ``getattr(cache, name)(*args)``, the async one awaits it;
-that is the only difference between them.
+Each flow yields operations in the package's one style (`ratelimit_mw._flow`): a call on
+the store, ``lambda cache: cache.get(key)``, or `Sleep`. The WSGI middleware runs them
+with `run` on a sync store, the ASGI one with `arun` on an async store; that is the only
+difference between them.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .._flow import Flow, Op, Sleep
 from .._request import normalize_path
 from .._rules import compile_template
 from ..errors import ConfigurationError
 from ._http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
 
-__all__ = ["CachePolicy", "CacheRule", "Lookup", "Op"]
-
-Op = tuple[Any, ...]
+__all__ = [
+    "CachePolicy",
+    "CacheRule",
+    "Lookup",
+    "after_unsafe",
+    "bypass_reason",
+    "header_dict",
+    "invalidate",
+    "invalidate_path",
+    "invalidate_prefix",
+    "invalidates",
+    "lookup",
+    "release",
+    "response_ttl",
+    "save",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,58 +126,71 @@ class CachePolicy:
 
 
 def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
-           ) -> Generator[Op, Any, Lookup]:
+           connected: Callable[[], bool]) -> Flow[Lookup]:
     """Find a fresh entry for *request*, waiting (bounded) for a fetch already under way.
 
     Only one request per variant fetches from the app (single flight); the others poll
     the cache for its entry. They never receive another request's response directly: if
     the fetched response was not storable (private, Set-Cookie, another Vary variant),
-    they find nothing and fetch their own.
+    they find nothing and fetch their own. *connected* reads the store's circuit breaker
+    (no I/O): while it is open a failed lock says nothing about another fetch.
     """
     deadline = time.monotonic() + policy.lock_wait
     waited = False
     waited_on: str | None = None
     while True:
-        record = yield ("get", primary)
+        record = yield _get(primary)
         vary = _vary_record(record)
         variant = request.variant_key(primary, vary) if vary is not None else None
         if variant is not None:
-            entry = Entry.from_json((yield ("get", variant)))
+            entry = Entry.from_json((yield _get(variant)))
             if entry is not None and entry.fresh(time.time()):
                 return Lookup(entry, waited, None, None, "")
         status = ("fwd=uri-miss" if variant is None else "fwd=vary-miss" if record
                   else "fwd=miss")
         if request.method != "GET":
-            # A HEAD response is never stored: it must not hold (or wait for) the lock.
-            # Holding it, a HEAD (a health check) made the GETs waiting behind it find
-            # nothing and all call the app.
+            # A HEAD response is never stored, so a HEAD neither holds nor waits for the
+            # lock: the GETs waiting behind a HEAD (a health check) would find nothing and
+            # all call the app.
             return Lookup(None, False, None, None, status)
         lock_name = (variant or primary) + ":lock"
-        token = yield ("lock", lock_name, policy.lock_timeout)
+        token = yield _lock(lock_name, policy.lock_timeout)
         if token is not None:
             if lock_name == waited_on:
                 # We waited for this very fetch and it left nothing for us (private,
-                # Set-Cookie, an error status...): fetch beside the other waiters. Holding
-                # the lock made every waiter of an uncacheable URL call the app one after
-                # another (N x its latency), until lock_wait ran out.
-                yield ("unlock", lock_name, token)
+                # Set-Cookie, an error status...): fetch beside the other waiters, not
+                # holding the lock, or the waiters of an uncacheable URL would call the app
+                # one after another until lock_wait ran out.
+                yield _unlock(lock_name, token)
                 return Lookup(None, False, None, None, "fwd=miss; detail=not-stored")
             return Lookup(None, False, lock_name, token, status)
-        if not (yield ("connected",)):
-            # The store is down (a failed lock is no sign of another fetch): waiting until
-            # lock_wait used to add 5 s to every request of an outage.
+        if not connected():
+            # The store is down, so a failed lock is no sign of another fetch: waiting
+            # would add lock_wait to every request of the outage.
             return Lookup(None, False, None, None, "fwd=miss; detail=cache-down")
         if time.monotonic() >= deadline:
             # The fetch under way takes too long: fetch ourselves rather than wait more.
             return Lookup(None, False, None, None, "fwd=miss; detail=lock-timeout")
         waited = True
         waited_on = lock_name
-        yield ("sleep", policy.poll_interval)
+        yield Sleep(policy.poll_interval)
+
+
+def _get(key: str) -> Op:
+    return lambda cache: cache.get(key)
+
+
+def _lock(name: str, ttl: float) -> Op:
+    return lambda cache: cache.lock(name, ttl)
+
+
+def _unlock(name: str, token: str) -> Op:
+    return lambda cache: cache.unlock(name, token)
 
 
 def _vary_record(record: Any) -> tuple[str, ...] | None:
-    """The Vary names of a URI record, ``None`` when there is none or it is damaged (a
-    damaged record, e.g. ``{"vary": 5}``, used to raise: a 500 instead of a miss)."""
+    """The Vary names of a URI record; ``None`` when there is none or it is damaged
+    (``{"vary": 5}``, say): a miss, never an error."""
     if not isinstance(record, dict):
         return None
     vary = record.get("vary", ())
@@ -172,22 +199,35 @@ def _vary_record(record: Any) -> tuple[str, ...] | None:
     return tuple(vary)
 
 
-def store(request: CacheRequest, primary: str, status: int,
-          headers: Sequence[tuple[str, str]], body: bytes, ttl: int,
-          ) -> Generator[Op, Any, None]:
+def save(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest, primary: str,
+         status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Flow[None]:
+    """Store the response to *request* if a shared cache may, for as long as it may."""
+    ttl = response_ttl(policy, rule, request, status, headers)
+    if ttl > 0:
+        yield from _store(request, primary, status, headers, body, ttl)
+
+
+def _store(request: CacheRequest, primary: str, status: int,
+           headers: Sequence[tuple[str, str]], body: bytes, ttl: int) -> Flow[None]:
     """Store a storable response under its variant key, and the Vary record under the URI."""
     vary = vary_names(headers) or ()
     entry = Entry.build(status, headers, body, ttl)
     variant = request.variant_key(primary, vary)
-    yield ("set", variant, entry.to_json(), ttl)
-    yield ("set", primary, {"vary": list(vary)}, ttl)
-    uri_tag = primary.split("#", 1)[0] + "#tag"
-    yield ("tag", uri_tag, variant, ttl)
-    yield ("tag", uri_tag, primary, ttl)
+    yield lambda cache: cache.set(variant, entry.to_json(), ttl)
+    yield lambda cache: cache.set(primary, {"vary": list(vary)}, ttl)
+    tag = _tag(primary)
+    yield lambda cache: cache.tag(tag, variant, ttl)
+    yield lambda cache: cache.tag(tag, primary, ttl)
 
 
-#: Methods that never invalidate: safe ones (RFC 9110 §9.2.1). OPTIONS (every CORS
-#: preflight) and TRACE used to drop the URI's entries.
+def release(found: Lookup) -> Flow[None]:
+    """Free the single-flight lock *found* holds, if it holds one."""
+    if found.lock is not None and found.token is not None:
+        yield _unlock(found.lock, found.token)
+
+
+#: Methods that never invalidate: the safe ones (RFC 9110 §9.2.1), OPTIONS (every CORS
+#: preflight) and TRACE included.
 _NEVER_INVALIDATE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
@@ -197,20 +237,57 @@ def invalidates(method: str, status: int | None) -> bool:
     return method not in _NEVER_INVALIDATE and status is not None and 200 <= status < 400
 
 
-def invalidate(primary: str) -> Generator[Op, Any, None]:
-    """After a successful unsafe request: drop every entry of the URI (all variants and
-    queries of the path), as RFC 9111 §4.4 asks."""
-    yield ("invalidate_tag", primary.split("#", 1)[0] + "#tag")
+def after_unsafe(method: str, status: int | None, primary: str | None) -> Flow[None]:
+    """After a request with an unsafe *method*: drop its URI's entries if it succeeded."""
+    if primary is not None and invalidates(method, status):
+        yield from invalidate(primary)
+
+
+def invalidate(primary: str) -> Flow[int]:
+    """Drop every entry of the URI of *primary* (all variants and queries of the path,
+    as RFC 9111 §4.4 asks after a successful unsafe request); the number of keys removed."""
+    tag = _tag(primary)
+    return int((yield lambda cache: cache.invalidate_tag(tag)))
+
+
+def invalidate_path(host: str, path: str, scheme: str) -> Flow[int]:
+    """`invalidate` for *path* on *host*; 0 when *host* is not a valid host."""
+    primary = _primary(host, path, scheme)
+    if primary is None:
+        return 0
+    return (yield from invalidate(primary))
+
+
+def invalidate_prefix(host: str, path_prefix: str, scheme: str) -> Flow[int]:
+    """Drop every entry whose path on *host* starts with *path_prefix*; the keys removed."""
+    primary = _primary(host, path_prefix, scheme)
+    if primary is None:
+        return 0
+    uri = _uri(primary)
+    return int((yield lambda cache: cache.delete_prefix(uri)))
+
+
+def _primary(host: str, path: str, scheme: str) -> str | None:
+    return CacheRequest("GET", scheme, host, path, "", {}).primary_key(None)
+
+
+def _uri(primary: str) -> str:
+    """The readable head of a key, ``scheme://host/path``: what prefixes are matched on."""
+    return primary.split("#", 1)[0]
+
+
+def _tag(primary: str) -> str:
+    """The tag that lists every key stored for the URI of *primary*."""
+    return _uri(primary) + "#tag"
 
 
 def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
-                 status: int, headers: Sequence[tuple[str, str]]) -> tuple[int, str]:
-    """Seconds to store the response (0: not at all) and the reason when not."""
+                 status: int, headers: Sequence[tuple[str, str]]) -> int:
+    """Seconds to store the response; 0: not at all."""
     default = rule.ttl if rule is not None and rule.ttl is not None else policy.default_ttl
     allow_authorized = rule.allow_authorized if rule is not None else False
-    verdict = storable(request, status, headers, default_ttl=default,
-                       allow_authorized=allow_authorized)
-    return verdict.ttl, verdict.reason
+    return storable(request, status, headers, default_ttl=default,
+                    allow_authorized=allow_authorized).ttl
 
 
 def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,

@@ -1,8 +1,8 @@
 """The rules of a shared HTTP cache (RFC 9111), as pure functions. No I/O.
 
-The middlewares ask three questions of this module: may this request use the cache
-(`lookup_key`), may this response be stored and for how long (`storable`),
-and what does a hit look like (`hit_response`).
+The middlewares ask three questions of this module: under which key may this request use
+the cache (`CacheRequest.primary_key`, `CacheRequest.variant_key`), may this response be
+stored and for how long (`storable`), and what does a hit look like (`Entry.hit`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ NOT_STORED = frozenset({"set-cookie", "ratelimit", "ratelimit-policy", "x-rateli
                         "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "age",
                         "cache-status", "date"}) | HOP_BY_HOP
 #: Field-name prefixes never stored: every RateLimit* and X-RateLimit-* field, whatever its
-#: draft (``RateLimit-Remaining``, ``X-RateLimit-Used``, ...), not only the ones we emit.
-#: (The exact names above missed those, and a hit replayed a stale quota.)
+#: draft (``RateLimit-Remaining``, ``X-RateLimit-Used``, ...), not only the ones we emit,
+#: so a hit never replays a stale quota.
 NOT_STORED_PREFIXES = ("ratelimit", "x-ratelimit-")
 #: A field name (RFC 9110 token) and a value a server may send (no CR, LF or NUL).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -150,7 +150,7 @@ class CacheRequest:
         """Carries credentials: ``Authorization`` or ``Cookie``."""
         return "authorization" in self.headers or "cookie" in self.headers
 
-    def primary_key(self, prefix: str, allowed_hosts: frozenset[str] | None) -> str | None:
+    def primary_key(self, allowed_hosts: frozenset[str] | None) -> str | None:
         """The key of the URI (without Vary), or ``None`` when the host is not valid.
 
         The method is always GET: HEAD is served from the GET entry.
@@ -162,8 +162,7 @@ class CacheRequest:
                         if name in self.headers)
         base = f"GET {self.scheme}://{host}{self.path}?{normalize_query(self.query)}"
         # Readable up to the path (for invalidation by prefix), hashed after it.
-        head = f"{prefix}:" if prefix else ""
-        return f"{head}{self.scheme}://{host}{self.path}#{_digest(base + keyed)}"
+        return f"{self.scheme}://{host}{self.path}#{_digest(base + keyed)}"
 
     def variant_key(self, primary: str, vary: Sequence[str]) -> str:
         """The key of this request's variant: every Vary'd header's value, absent ≠ empty."""
@@ -221,8 +220,8 @@ def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, st
     if ttl is None:
         ttl = _seconds(response_cc.get("max-age"))
     if ttl is None:
-        # Expires is explicit freshness too (RFC 9111 §4.2.1): the rule's ttl (a
-        # heuristic) used to override it, so an Expires in the past was stored anyway.
+        # Expires is explicit freshness too (RFC 9111 §4.2.1), so it beats the rule's
+        # ttl (a heuristic): an Expires in the past is never stored.
         expires = next((v for n, v in lowered if n == "expires"), None)
         if expires is not None:
             ttl = _expires_in(expires, next((v for n, v in lowered if n == "date"), None))
@@ -263,8 +262,8 @@ class Entry(NamedTuple):
     @classmethod
     def build(cls, status: int, headers: Sequence[tuple[str, str]], body: bytes,
               ttl: int, now: float | None = None) -> Entry:
-        # The fields a Connection header lists are hop-by-hop too (RFC 9110 §7.6.1);
-        # they used to be stored and replayed to every client.
+        # The fields a Connection header lists are hop-by-hop too (RFC 9110 §7.6.1):
+        # never stored, so never replayed to other clients.
         listed = {option.strip().lower() for name, value in headers
                   if name.lower() == "connection" for option in value.split(",")}
         kept = tuple((name, value) for name, value in headers
@@ -292,9 +291,9 @@ class Entry(NamedTuple):
                         float(data["stored_at"]), int(data["ttl"]), str(data["etag"]))
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
-        # A damaged entry must be a miss, not a 500: a status we never store made the
-        # WSGI hit raise (HTTPStatus(299)), a non-latin-1 header value the ASGI hit; CR/LF
-        # in a field would be header injection.
+        # A damaged entry is a miss, never a 500: the WSGI hit cannot spell a status we
+        # never store (HTTPStatus(299) raises), the ASGI hit cannot encode a header value
+        # that is not latin-1, and CR/LF in a field would be header injection.
         if entry.status not in CACHEABLE_STATUSES or not all(
                 _TOKEN.fullmatch(n) and _FIELD_VALUE.fullmatch(v) and _latin1(v)
                 for n, v in entry.headers):
@@ -314,7 +313,7 @@ class Entry(NamedTuple):
         status_field = f"ratelimit-mw; hit; ttl={self.ttl - age}" + (
             "; collapsed" if collapsed else "")
         # Preconditions apply only where the response would be 2xx (RFC 9110 §13.2.1):
-        # ``If-None-Match: *`` used to turn a cached 404 (or 301) into a 304.
+        # ``If-None-Match: *`` on a cached 404 (or 301) gets that 404, never a 304.
         if 200 <= self.status < 300 and etag_matches(request.header("if-none-match"),
                                                      self.etag):
             kept = [(n, v) for n, v in self.headers if n.lower() in _NOT_MODIFIED_FIELDS]
