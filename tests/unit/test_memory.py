@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
+from ratelimit_mw import RateLimiter
 from ratelimit_mw._core import Plan, PlanItem, Policy, storage_key
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._rules import Rule, parse_limits
-from ratelimit_mw._storage.memory import MemoryStore
+from ratelimit_mw._storage.memory import DEFAULT_MAX_KEYS, EXPIRE_BATCH, MemoryStore
 from ratelimit_mw._strategies.sliding_window import sliding_retry_ms
+from ratelimit_mw.config import Settings
+from ratelimit_mw.errors import ConfigurationError
 
 
 class Clock:
@@ -123,3 +128,68 @@ def test_sliding_retry_is_when_a_request_fits(strategy: str) -> None:
     assert not store.quotas(p, consume=False)[0].allowed
     clock.now += 0.003  # the store counts whole ms: allow the clock's float rounding
     assert store.quotas(p, consume=False)[0].allowed
+
+
+# -- bounded under attack: the key cap and the expiry batch ------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_past_the_cap_new_identities_share_one_stricter_counter(strategy: str) -> None:
+    store = MemoryStore(strategy, Clock(), max_keys=100)
+    admitted: dict[str, int] = {}
+    for n in range(1000):
+        identity = f"client-{n}"
+        admitted[identity] = sum(store.quotas(plan(identity, "5/minute"))[0].allowed
+                                 for _ in range(10))
+    # The first 100 identities have counters of their own: exactly the limit each.
+    assert [admitted[f"client-{n}"] for n in range(100)] == [5] * 100
+    # The 900 after the cap share one overflow counter: 5 between them, never more.
+    assert sum(admitted[f"client-{n}"] for n in range(100, 1000)) == 5
+    assert len(store) == 101  # the cap, and one overflow counter for the one limit
+
+
+def test_a_million_identities_stay_under_the_cap() -> None:
+    store = MemoryStore("fixed-window", Clock(), max_keys=10_000)
+    items = parse_limits("5/minute", "test")
+    for n in range(1_000_000):
+        key = storage_key("r", f"client-{n}")
+        store.quotas(Plan("r", "c", (PlanItem(items[0], key, 1, "p"),)))
+    assert len(store) == 10_001
+
+
+def test_a_full_store_expires_before_it_overflows() -> None:
+    clock = Clock()
+    store = MemoryStore("fixed-window", clock, max_keys=10)
+    for n in range(10):
+        store.quotas(plan(f"old-{n}", "1/second"))
+    clock.now += 2.5  # every old counter is due for dropping, none dropped yet
+    assert store.quotas(plan("new", "1/second"))[0].allowed
+    assert store.quotas(plan("newer", "1/second"))[0].allowed  # its own, not the overflow
+    assert len(store) == 2
+
+
+def test_expiry_drops_a_bounded_batch_per_check() -> None:
+    clock = Clock()
+    store = MemoryStore("fixed-window", clock, max_keys=1_000_000)
+    keys = 10 * EXPIRE_BATCH + 7
+    for n in range(keys):
+        store.quotas(plan(f"client-{n}", "1/second"))
+    assert len(store) == keys
+    clock.now += 2  # all of them are due in the same second
+    sizes = [len(store)]
+    while len(store) > 1:
+        store.quotas(plan("probe", "1/second"))
+        sizes.append(len(store))
+    drops = [before - after for before, after in itertools.pairwise(sizes)]
+    assert max(drops) <= EXPIRE_BATCH  # no check pays for more than one batch
+    assert len(drops) >= keys // EXPIRE_BATCH
+
+
+def test_max_keys_from_the_url_and_checked_at_configuration() -> None:
+    assert RateLimiter("memory://?max_keys=25").memory.max_keys == 25  # type: ignore[union-attr]
+    assert RateLimiter("memory://").memory.max_keys == DEFAULT_MAX_KEYS  # type: ignore[union-attr]
+    for url in ("memory://?max_keys=0", "memory://?max_keys=lots", "memory://?size=5"):
+        with pytest.raises(ConfigurationError, match="max_keys"):
+            Settings(storage=url)
+    with pytest.raises(ConfigurationError, match="max_keys"):
+        MemoryStore("fixed-window", max_keys=0)

@@ -36,6 +36,7 @@ from .redis import (
     clients,
     make_storage,
     mask_url,
+    memory_max_keys,
     resolve_storage_url,
     storage_errors,
 )
@@ -82,7 +83,8 @@ class _Limiter:
         if isinstance(storage, str) or storage is None:
             self.url = resolve_storage_url(storage)
             if self.url.startswith("memory://"):
-                self.memory = self.storage = MemoryStore(strategy)
+                self.memory = self.storage = MemoryStore(
+                    strategy, max_keys=memory_max_keys(self.url))
                 return
             # One key prefix per strategy: the strategies keep different Redis types under
             # the same limits key, so switching strategy must not meet the old keys.

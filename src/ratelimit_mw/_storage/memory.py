@@ -8,6 +8,12 @@ all-or-nothing over the limits of a request, refused requests never consume.
 
 Memory is per process: with several workers each keeps its own counters, so a limit of
 100/minute lets up to ``100 * workers`` through. Use Redis when that matters.
+
+Bounded under attack: at most ``max_keys`` counters. Past the cap, an identity that has no
+counter yet is counted in one overflow counter per limit, shared by every such identity:
+stricter than its own counter would be, never looser, so the cap can refuse more but never
+admit more than a limit allows. Expired counters are dropped a bounded batch at a time,
+so no request pays for expiring a whole second of keys.
 """
 
 from __future__ import annotations
@@ -18,11 +24,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._core import Plan, Quota, item_key
+from .._core import Plan, PlanItem, Quota, item_key, limit_key
 from .._strategies import Strategy, strategy_named
 from .._strategies.base import decide_in_memory
+from ..errors import ConfigurationError
 
-__all__ = ["MemoryStore"]
+__all__ = ["DEFAULT_MAX_KEYS", "EXPIRE_BATCH", "MemoryStore"]
+
+#: Counters one store keeps at most (see the module's docstring for what happens past it).
+DEFAULT_MAX_KEYS = 100_000
+#: Expired counters one check drops at most.
+EXPIRE_BATCH = 1000
+#: The identity of the overflow counters: a storage key can never contain '%o' (every '%'
+#: of an escaped identity starts a hex escape), so no client's counter is one of them.
+_OVERFLOW = "{%overflow}"
 
 
 class MemoryStore:
@@ -38,7 +53,11 @@ class MemoryStore:
     expiry moved. The cost of a check does not grow with the number of live keys.
     """
 
-    def __init__(self, strategy: Strategy, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, strategy: Strategy, clock: Callable[[], float] = time.time, *,
+                 max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigurationError(f"max_keys={max_keys!r}: must be a whole number >= 1")
+        self.max_keys = max_keys
         spec = strategy_named(strategy)
         self._algorithm = spec.memory
         self._decode = spec.decode
@@ -68,6 +87,8 @@ class MemoryStore:
             if len(items) == 1:  # nothing to agree with: read and write at once
                 item = items[0]
                 key = item.limit_key or item_key(item)
+                if len(self.data) >= self.max_keys and key not in self.data:
+                    key = self._room_for(item, key, now)
                 algorithm = self._algorithm
                 state, fits = algorithm.read(self, key, item, now, consume)
                 return algorithm.write(self, key, item, state, fits, consume and fits, now)
@@ -77,6 +98,21 @@ class MemoryStore:
         """Forget every counter stored under *key*."""
         with self._lock:
             self.data.pop(key, None)
+
+    def key(self, item: PlanItem, now: int) -> str:
+        """The key *item* is counted under: its own, or past the cap its overflow key."""
+        key = item.limit_key or item_key(item)
+        if len(self.data) >= self.max_keys and key not in self.data:
+            return self._room_for(item, key, now)
+        return key
+
+    def _room_for(self, item: PlanItem, key: str, now: int) -> str:
+        # Full: drop another batch of expired counters first; still full, count the new
+        # identity in its limit's shared overflow counter.
+        self._expire(now)
+        if len(self.data) < self.max_keys:
+            return key
+        return limit_key(item.limit, _OVERFLOW)
 
     def file(self, key: str, expires_ms: int) -> None:
         """Release *key* once *expires_ms* (epoch ms) has passed, unless its expiry moves."""
@@ -89,15 +125,25 @@ class MemoryStore:
             keys.append(key)
 
     def _expire(self, now: int) -> None:
-        seconds = self._seconds
+        """Drop up to `EXPIRE_BATCH` counters filed under seconds that have passed."""
+        seconds, due, data = self._seconds, self._due, self.data
         expires = self._algorithm.expires
+        budget = EXPIRE_BATCH
         while seconds and seconds[0] * 1000 <= now:
-            for key in self._due.pop(heapq.heappop(seconds), ()):
-                entry = self.data.get(key)
+            second = seconds[0]
+            keys = due[second]
+            while keys and budget:
+                budget -= 1
+                key = keys.pop()
+                entry = data.get(key)
                 if entry is None:
                     continue
                 until = expires(entry)
                 if until <= now:
-                    del self.data[key]
+                    del data[key]
                 else:
                     self.file(key, until)  # its expiry moved on since it was filed
+            if keys:  # the budget ran out: the rest waits for the next checks
+                return
+            heapq.heappop(seconds)
+            del due[second]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import limits.aio.storage
 import limits.errors
@@ -19,7 +19,8 @@ import limits.storage
 from ..errors import ConfigurationError
 
 __all__ = ["KEY_PREFIX", "RedisOptions", "client_url", "clients", "make_storage",
-           "mask_url", "redis_module", "resolve_storage_url", "storage_errors"]
+           "mask_url", "memory_max_keys", "redis_module", "resolve_storage_url",
+           "storage_errors"]
 
 #: The first part of every Redis key we write: ``rlmw:<strategy>:rl/{<rule>/<identity>}/...``.
 KEY_PREFIX = "rlmw"
@@ -125,7 +126,26 @@ def resolve_storage_url(storage: str | None) -> str:
             f"storage={mask_url(url)!r}: unknown scheme {scheme!r}; use one of "
             + ", ".join(f"{s}://" for s in _SCHEMES)
         )
-    return scheme + "://" + url.split("://", 1)[1]
+    resolved = scheme + "://" + url.split("://", 1)[1]
+    if scheme == "memory":
+        memory_max_keys(resolved)  # a bad option fails here, at configuration
+    return resolved
+
+
+def memory_max_keys(url: str) -> int:
+    """The ``max_keys`` of a ``memory://?max_keys=N`` URL; the store's default without it."""
+    from .memory import DEFAULT_MAX_KEYS
+
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    unknown = set(query) - {"max_keys"}
+    if unknown:
+        raise ConfigurationError(f"storage={url!r}: unknown option(s) {sorted(unknown)}; "
+                                 "memory:// takes max_keys")
+    raw = query.get("max_keys", [str(DEFAULT_MAX_KEYS)])[-1]
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"storage={url!r}: max_keys={raw!r} must be a whole "
+                                 "number >= 1")
+    return int(raw)
 
 
 def redis_module() -> Any:

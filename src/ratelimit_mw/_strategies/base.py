@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .._core import Plan, PlanItem, Quota, item_key
+from .._core import Plan, PlanItem, Quota
 
 __all__ = ["LUA_PRELUDE", "Decoder", "MemoryAlgorithm", "StrategySpec", "decide_in_memory"]
 
@@ -65,6 +65,10 @@ class MemoryTable(Protocol):
 
     data: dict[str, Any]
 
+    def key(self, item: PlanItem, now: int) -> str:
+        """The key *item* is counted under (the table may bound how many it keeps)."""
+        ...
+
     def file(self, key: str, expires_ms: int) -> None: ...
 
 
@@ -92,7 +96,7 @@ def decide_in_memory(algorithm: MemoryAlgorithm, table: MemoryTable, plan: Plan,
     reads = []
     admit = consume
     for item in plan.items:
-        key = item_key(item)
+        key = table.key(item, now)
         state, fits = algorithm.read(table, key, item, now, consume)
         reads.append((key, state, fits))
         admit = admit and fits
