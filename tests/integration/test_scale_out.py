@@ -3,12 +3,14 @@ one-round-trip script on the cluster, one slot per request."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
-from ratelimit_mw import AsyncRateLimiter, RateLimiter, Rule
+from ratelimit_mw import AsyncRateLimiter, RateLimiter, RateLimitMiddleware, RedisOptions, Rule
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
 from tests.redis_topologies import PrivateCluster, PrivateSentinel, redis_cluster, redis_sentinel
@@ -82,3 +84,34 @@ def test_bad_topology_url_fails_clearly(kind: str) -> None:
 
     with pytest.raises(ConfigurationError, match="unknown scheme"):
         RateLimiter(f"redis+{kind}s://127.0.0.1:1")
+
+
+async def test_cluster_burst_is_exact_with_the_default_policy(
+        redis_cluster: PrivateCluster) -> None:
+    # 200 requests at once for one identity all go to one node, more than its pool holds
+    # (64 connections): they must wait for a connection, not fail over to the per-process
+    # fallback, so exactly the limit passes.
+    fallbacks: list[bool] = []
+    app = RateLimitMiddleware(
+        _ok, storage=redis_cluster.url, rules=[Rule("/burst", "100/minute", name="burst")],
+        redis_options=RedisOptions(socket_timeout=10, socket_connect_timeout=10,
+                                   pool_timeout=30),
+        on_event=lambda event: fallbacks.append(event.fallback))
+
+    async def one(client: httpx.AsyncClient) -> int:
+        return (await client.get("/burst")).status_code
+
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.99", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        statuses = []
+        for wave in (200, 100):
+            statuses += await asyncio.gather(*(one(client) for _ in range(wave)))
+    assert statuses.count(200) == 100
+    assert statuses.count(429) == 200
+    assert fallbacks == [False] * 300  # the storage decided every request
+    await app.limiter.aclose()
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})

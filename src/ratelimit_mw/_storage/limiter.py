@@ -113,6 +113,9 @@ class _Limiter:
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         self._needs_init = type(client).__name__ == "RedisCluster" and hasattr(
             client, "initialize")
+        #: redis-py's async cluster raises when a node's pool is exhausted instead of
+        #: waiting as the standalone BlockingConnectionPool does; the gate makes it wait.
+        self._gate = _ClusterGate(self.redis_options) if self._needs_init else None
         # A cluster routes each call by its key's slot: it is not batched.
         self._batcher = self._scripts.batch() if (
             self._scripts is not None and self._batches and self.redis_options.batch
@@ -210,6 +213,34 @@ class _Guarded:
             raise error from exc
         else:
             breaker.abandoned()
+
+
+class _ClusterGate:
+    """At most ``max_connections`` cluster calls at once; the others wait, bounded.
+
+    Each call uses one connection of one node, so no node's pool is ever exhausted. A call
+    that finds no slot within ``pool_timeout`` fails as a storage error, as a standalone
+    pool's timeout does.
+    """
+
+    __slots__ = ("_options", "_semaphore")
+
+    def __init__(self, options: RedisOptions) -> None:
+        self._options = options
+        self._semaphore: asyncio.Semaphore | None = None  # made in the loop that uses it
+
+    async def __aenter__(self) -> None:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self._options.max_connections)
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), self._options.pool_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError("no free Redis Cluster connection within "
+                               f"pool_timeout={self._options.pool_timeout}s") from None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._semaphore is not None:  # always, once entered
+            self._semaphore.release()
 
 
 class _Wrapped:
@@ -339,7 +370,10 @@ class AsyncRateLimiter(_Limiter):
         with self._guarded:
             if self._needs_init:
                 await self._initialize()
-            return await arun(self._flow(plan), self.strategy)
+            if self._gate is None:
+                return await arun(self._flow(plan), self.strategy)
+            async with self._gate:
+                return await arun(self._flow(plan), self.strategy)
 
     async def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1) -> Quota:
         """Consume *cost* from *limit* for *identifiers*; the quota after the hit."""
