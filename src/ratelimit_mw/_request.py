@@ -173,10 +173,21 @@ class RequestInfo:
                 elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
                     out[key.replace("_", "-").lower()] = value
             return out
+        # A client may repeat a header line tens of thousands of times: the values of a
+        # repeated name are collected and joined once, so that decoding stays linear in
+        # the number of lines. Most names come once and never reach `repeated`.
+        repeated: dict[str, list[str]] = {}
         for name_b, value_b in raw or ():
             name = name_b.decode("latin-1").lower()
             value = value_b.decode("latin-1")
-            out[name] = f"{out[name]}, {value}" if name in out else value
+            if name not in out:
+                out[name] = value
+            elif name in repeated:
+                repeated[name].append(value)
+            else:
+                repeated[name] = [out[name], value]
+        for name, values in repeated.items():
+            out[name] = ", ".join(values)
         return out
 
     def __repr__(self) -> str:
