@@ -51,16 +51,16 @@ def test_joining_repeated_header_lines_is_linear() -> None:
     assert ratio <= LINEAR
 
 
-def _many_environ_headers(count: int) -> dict[str, Any]:
-    # A WSGI server joins repeated lines itself; what reaches us is one key per name.
-    environ = {f"HTTP_X_A_{i}": str(i) for i in range(count)}
-    environ.update(REQUEST_METHOD="GET", PATH_INFO="/", REMOTE_ADDR="10.0.0.1")
-    return environ
+def _joined_environ(lines: int) -> dict[str, Any]:
+    # A WSGI server joins repeated lines itself: what reaches us is one value per name.
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "10.0.0.1",
+            "HTTP_HOST": "example.com", "HTTP_X_A": ",".join(str(i) for i in range(lines))}
 
 
-def test_environ_headers_are_decoded_in_linear_time() -> None:
-    small, large = _many_environ_headers(10_000), _many_environ_headers(40_000)
-    assert RequestInfo.from_environ(large).header("X-A-39999") == "39999"
+def test_environ_header_values_are_taken_as_the_server_joined_them() -> None:
+    small, large = _joined_environ(10_000), _joined_environ(40_000)
+    assert RequestInfo.from_environ(large).header("X-A") == large["HTTP_X_A"]
     ratio = (fastest(lambda: RequestInfo.from_environ(large).headers)
              / fastest(lambda: RequestInfo.from_environ(small).headers))
     assert ratio <= LINEAR
+
