@@ -173,10 +173,21 @@ class RequestInfo:
                 elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
                     out[key.replace("_", "-").lower()] = value
             return out
+        # A client may repeat a header line tens of thousands of times: the values after
+        # the first are collected as bytes and joined and decoded once per name, so that
+        # decoding is linear in the number of lines. Most names come once and never reach
+        # `repeated`.
+        repeated: dict[str, list[bytes]] = {}
         for name_b, value_b in raw or ():
             name = name_b.decode("latin-1").lower()
-            value = value_b.decode("latin-1")
-            out[name] = f"{out[name]}, {value}" if name in out else value
+            if name not in out:
+                out[name] = value_b.decode("latin-1")
+            elif name in repeated:
+                repeated[name].append(value_b)
+            else:
+                repeated[name] = [value_b]
+        for name, values in repeated.items():
+            out[name] = f"{out[name]}, {b', '.join(values).decode('latin-1')}"
         return out
 
     def __repr__(self) -> str:

@@ -27,6 +27,13 @@ _IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 _FORWARD_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "true-client-ip",
                     "cf-connecting-ip", "fly-client-ip", "x-client-ip")
 
+#: How many entries of the forwarding header the ``trusted_proxies`` walk examines, from
+#: the right. Real chains of proxies are a handful long; a client inside a trusted network
+#: (or behind a proxy that passes the header on without appending) can send a header of
+#: any length, and each entry costs an address parse. Past the bound the last trusted
+#: address examined is the client: the walk never believes an entry it did not check.
+_MAX_HOPS = 32
+
 
 def parse_ip(value: str) -> _IPAddress | None:
     """Parse one address as proxies write it; ``None`` for anything malformed.
@@ -80,10 +87,25 @@ def _valid_port(text: str, *, optional: bool) -> bool:
     return _PORT.fullmatch(text) is not None
 
 
-def _forwarded_for(value: str) -> list[str]:
-    """The ``for=`` values of an RFC 7239 ``Forwarded`` field, in order; malformed → ``""``."""
+def _rightmost(value: str, count: int) -> list[str]:
+    """The last *count* comma-separated entries of *value* (all, if fewer), in order.
+
+    Only the commas of those entries are looked for, and only they are copied (rsplit
+    would copy the rest of the header too): the cost depends on the entries read, not on
+    how long a client made the part of the header left of them.
+    """
+    start = len(value)
+    for _ in range(count):
+        start = value.rfind(",", 0, start)
+        if start < 0:
+            return value.split(",")
+    return value[start + 1:].split(",")
+
+
+def _forwarded_for(elements: list[str]) -> list[str]:
+    """The ``for=`` values of RFC 7239 ``Forwarded`` *elements*, in order; malformed → ``""``."""
     out: list[str] = []
-    for element in value.split(","):
+    for element in elements:
         found = ""
         for pair in element.split(";"):
             name, sep, val = pair.partition("=")
@@ -126,16 +148,22 @@ class _ClientIP:
         raw = request.header(self._header)
         if not raw:
             return peer
-        hops = (_forwarded_for(raw) if self._header == "forwarded" else raw.split(","))
+        # Only the entries the walk may use are split off: the rest of the header is the
+        # client's to make as long as it likes.
+        hops = _rightmost(raw, self._hops or _MAX_HOPS)
+        if self._header == "forwarded":
+            hops = _forwarded_for(hops)
         if self._hops:
             # Each of our N proxies appended one entry; the N-th from the right is the
             # address the outermost proxy saw. Fewer entries: a proxy was bypassed.
             if len(hops) < self._hops:
                 return peer
-            return parse_ip(hops[-self._hops]) or peer
+            return parse_ip(hops[0]) or peer
         # Walk from the right; the first address that is not one of our proxies is the
         # client. A malformed entry was written by a proxy we trust to be well formed, so
         # stop there and count against the last good hop instead of trusting the string.
+        # After _MAX_HOPS trusted entries the last of them is the client, as when every
+        # entry is trusted.
         last = peer
         for hop in reversed(hops):
             address = parse_ip(hop)
@@ -173,7 +201,9 @@ def client_ip(
     Behind proxies, say which to trust, one way or the other:
 
     - ``trusted_proxies``: CIDRs of your proxies. If the peer is one of them, *header* is
-      walked from the right and the first address outside them is the client.
+      walked from the right and the first address outside them is the client. The walk
+      examines at most 32 entries; if all of them are trusted, the 32nd from the right
+      is the client.
     - ``trusted_hops``: the number of proxies in front of the app; the client is the
       N-th address from the right of *header*.
 

@@ -171,6 +171,18 @@ def test_from_scope_joins_repeated_headers_in_order() -> None:
     assert info.header("accept") == "*/*"
 
 
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"A", b"x-b", b"X-B", b"c"]),
+                          st.binary(max_size=5)), max_size=30))
+def test_from_scope_headers_match_rfc9110_joining(lines: list[tuple[bytes, bytes]]) -> None:
+    # Lower-case names in the order first seen; each name's values in order, ", "-joined.
+    expected: dict[str, list[str]] = {}
+    for name, value in lines:
+        expected.setdefault(name.decode().lower(), []).append(value.decode("latin-1"))
+    info = RequestInfo.from_scope(_scope(headers=lines))
+    assert info.headers == {name: ", ".join(values) for name, values in expected.items()}
+    assert list(info.headers) == list(expected)
+
+
 def test_from_scope_decodes_header_bytes_as_latin1() -> None:
     info = RequestInfo.from_scope(_scope(headers=[(b"x-name", "café".encode())]))
     assert info.header("x-name") == "café".encode().decode("latin-1")
