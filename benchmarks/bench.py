@@ -55,8 +55,8 @@ class Settings:
 
 FULL = Settings(inprocess_rounds=7, inprocess_batch_seconds=0.3, server_rounds=5,
                 server_seconds=3, server_warmup_seconds=1, redis_requests=500,
-                memory_identities=1_000_000, memory_rounds=7, memory_calls=20_000,
-                memory_beyond_cap=100_000)
+                memory_identities=1_000_000, memory_rounds=9, memory_calls=10_000,
+                memory_beyond_cap=20_000)
 QUICK = Settings(inprocess_rounds=3, inprocess_batch_seconds=0.05, server_rounds=1,
                  server_seconds=1, server_warmup_seconds=1, redis_requests=100,
                  memory_identities=100_000, memory_rounds=3, memory_calls=5_000,

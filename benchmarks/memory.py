@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -172,6 +173,7 @@ def run(*, identities: int, rounds: int, calls: int, beyond: int,
         cap_url: str = "memory://", log: Log = print) -> dict[str, Any]:
     """Both measurements for every strategy; the section ``memory`` of results.json."""
     started = time.monotonic()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     cap = default_max_keys(cap_url)
     rows = []
     source = ""
@@ -185,7 +187,10 @@ def run(*, identities: int, rounds: int, calls: int, beyond: int,
     return {"identities": identities, "rounds": rounds, "calls_per_round": calls,
             "scale_url": SCALE_URL, "fill_limit": FILL_LIMIT, "probe_limit": PROBE_LIMIT,
             "cap_url": cap_url, "max_keys": cap, "beyond": beyond, "rss_source": source,
-            "seconds": round(time.monotonic() - started, 1), "rows": rows}
+            "seconds": round(time.monotonic() - started, 1),
+            # Its own: the run's load averages cover every part measured with it.
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

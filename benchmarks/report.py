@@ -148,7 +148,9 @@ def _memory(section: dict[str, Any]) -> list[str]:
               f"for {cap} identities, then {section['beyond']:,} more. µs: "
               f"`hit(\"{section['probe_limit']}\", \"probe\")` of one identity "
               f"({section['calls_per_round']:,} calls a round), on a store holding it alone "
-              f"and on the filled one, alternating. This part took {section['seconds']:.0f} s."]
+              f"and on the filled one, alternating. This part took {section['seconds']:.0f} s; "
+              f"load average {_load(section.get('load_average_before'))} before, "
+              f"{_load(section.get('load_average_after'))} after."]
     return lines
 
 
