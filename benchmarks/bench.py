@@ -25,12 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import inprocess, redis_stats, report, servers
+from . import inprocess, memory, redis_stats, report, servers
 from .redis_server import PrivateRedis, redis_version
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PARTS = ("inprocess", "servers", "redis")
+PARTS = ("inprocess", "servers", "redis", "memory")
 DISTRIBUTIONS = ("ratelimit-mw", "limits", "redis", "starlette", "flask", "slowapi",
                  "flask-limiter", "asgi-ratelimit", "uvicorn", "uvloop", "httptools",
                  "gunicorn")
@@ -47,12 +47,20 @@ class Settings:
     server_seconds: int
     server_warmup_seconds: int
     redis_requests: int
+    memory_identities: int
+    memory_rounds: int
+    memory_calls: int
+    memory_beyond_cap: int
 
 
 FULL = Settings(inprocess_rounds=7, inprocess_batch_seconds=0.3, server_rounds=5,
-                server_seconds=3, server_warmup_seconds=1, redis_requests=500)
+                server_seconds=3, server_warmup_seconds=1, redis_requests=500,
+                memory_identities=1_000_000, memory_rounds=9, memory_calls=10_000,
+                memory_beyond_cap=20_000)
 QUICK = Settings(inprocess_rounds=3, inprocess_batch_seconds=0.05, server_rounds=1,
-                 server_seconds=1, server_warmup_seconds=1, redis_requests=100)
+                 server_seconds=1, server_warmup_seconds=1, redis_requests=100,
+                 memory_identities=100_000, memory_rounds=3, memory_calls=5_000,
+                 memory_beyond_cap=10_000)
 
 
 def log(message: str) -> None:
@@ -200,6 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             section = redis_stats.run(redis_server.url, redis_server.port,
                                       requests=setting.redis_requests, log=log)
             results["redis"] = {"meta": meta, **section}
+    if "memory" in parts:
+        log(f"== memory:// at scale ({setting.memory_identities:,} identities), "
+            "a fresh process per strategy")
+        # The children import the package again, as the servers do: their own stamp.
+        meta = section_meta(args.quick, code_state())
+        section = memory.run(identities=setting.memory_identities,
+                             rounds=setting.memory_rounds, calls=setting.memory_calls,
+                             beyond=setting.memory_beyond_cap, log=log)
+        results["memory"] = {"meta": meta, **section}
     results["meta"] = run_meta(argv, time.monotonic() - started, load_before)
     results = {key: results[key] for key in ("meta", *PARTS) if key in results}
 

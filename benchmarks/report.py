@@ -119,6 +119,41 @@ def _redis(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.1f}"
+
+
+def _memory(section: dict[str, Any]) -> list[str]:
+    n = f"{section['identities']:,}"
+    cap = f"{section['max_keys']:,}"
+    lines = [
+        f"### `memory://` at scale: {n} identities (µs: median of {section['rounds']} "
+        f"rounds [min{DASH}max])", "", _stamp(section), "",
+        f"| Strategy | bytes / identity | RSS at the default cap ({cap} identities), MB "
+        f"| past the cap, bytes / new identity | µs / hit, 1 key | µs / hit, {n} keys "
+        f"| {n} keys ÷ 1 key |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in section["rows"]:
+        cap_row = row["default_cap"]
+        lines.append(
+            f"| {row['strategy']} | {row['bytes_per_identity']:,.0f} "
+            f"| {_mb(cap_row['rss_growth_at_cap'])} "
+            f"| {cap_row['rss_growth_past_cap'] / cap_row['beyond']:,.0f} "
+            f"| {_spread(row['us_per_hit_1_key'], 2)} | {_spread(row['us_per_hit_n_keys'], 2)} "
+            f"| {_spread(row['ratio'], 2)} |")
+    lines += ["", f"RSS: growth of a fresh process's {section['rss_source']} (MB = 10⁶ bytes) "
+              f"as each identity makes one `hit(\"{section['fill_limit']}\", identity)` on "
+              f"`RateLimiter(\"{section['scale_url']}\")`, or on `memory://` (default cap) "
+              f"for {cap} identities, then {section['beyond']:,} more. µs: "
+              f"`hit(\"{section['probe_limit']}\", \"probe\")` of one identity "
+              f"({section['calls_per_round']:,} calls a round), on a store holding it alone "
+              f"and on the filled one, alternating. This part took {section['seconds']:.0f} s; "
+              f"load average {_load(section.get('load_average_before'))} before, "
+              f"{_load(section.get('load_average_after'))} after."]
+    return lines
+
+
 def anomalies(results: dict[str, Any]) -> list[str]:
     """Every measurement that saw something other than a 200: it must not pass unnoticed."""
     found = []
@@ -132,6 +167,16 @@ def anomalies(results: dict[str, Any]) -> list[str]:
         if row["non_2xx"] or row["socket_errors"]:
             found.append(f"servers {row['server']}/{row['storage']}/{row['variant']}: "
                          f"{row['non_2xx']} non-2xx, {row['socket_errors']} socket errors")
+    for row in results.get("memory", {}).get("rows", []):
+        # Every identity and the repeated one, all the while the hits were timed; and no
+        # more than the cap and its overflow counter in a store at its default cap.
+        if row["live_keys"] != [row["identities"] + 1] * 2:
+            found.append(f"memory {row['strategy']}: the store held {row['live_keys']} keys "
+                         f"while timed, not {row['identities'] + 1}")
+        cap = row["default_cap"]
+        if cap["live_keys_past_cap"] > cap["max_keys"] + 1:
+            found.append(f"memory {row['strategy']}: {cap['live_keys_past_cap']} keys past "
+                         f"a cap of {cap['max_keys']}")
     return found
 
 
@@ -155,7 +200,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["**Anomalies in this run** (the numbers below include them):", "",
                   *[f"- {p}" for p in problems], ""]
     for key, render in (("inprocess", _inprocess), ("servers", _servers),
-                        ("redis", _redis)):
+                        ("redis", _redis), ("memory", _memory)):
         if key in results:
             lines += [*render(results[key]), ""]
     return "\n".join(lines).rstrip() + "\n"

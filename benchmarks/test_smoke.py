@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks import memory, report
 from benchmarks.apps import (
     ASGI_VARIANTS,
     BODY,
@@ -119,3 +120,21 @@ def test_variant_answers_with_headers_and_limits(
 def test_unknown_variant_is_an_error(builder: Callable[..., Any]) -> None:
     with pytest.raises(ValueError, match="unknown"):
         builder("nonesuch")
+
+
+def test_memory_part_measures_every_strategy() -> None:
+    """A tiny run of the memory part: a child per strategy and store, and its table."""
+    section = memory.run(identities=2000, rounds=1, calls=200, beyond=500,
+                         cap_url="memory://?max_keys=1000", log=lambda _line: None)
+
+    assert [row["strategy"] for row in section["rows"]] == list(memory.STRATEGIES)
+    for row in section["rows"]:
+        assert row["live_keys"] == [2001, 2001], row  # every identity and the repeated one
+        assert row["us_per_hit_1_key"]["median"] > 0, row
+        assert row["us_per_hit_n_keys"]["median"] > 0, row
+        cap = row["default_cap"]
+        assert cap["live_keys_at_cap"] == 1000, row
+        assert cap["live_keys_past_cap"] == 1001, row  # the cap and its overflow counter
+    results = {"memory": {"meta": {}, **section}}
+    assert not report.anomalies(results)
+    assert "### `memory://` at scale: 2,000 identities" in report.markdown(results)
