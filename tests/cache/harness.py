@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
@@ -48,6 +48,9 @@ class Seen(NamedTuple):
     path: str
     query: str
     headers: Mapping[str, str]  # case-insensitive
+    #: The query as the framework reads it: for a repeated name, Starlette gives the last
+    #: value and Flask the first.
+    args: Mapping[str, str]
 
 
 class Reply(NamedTuple):
@@ -154,7 +157,8 @@ class _ASGI(Interface):
             n = upstream.count()
             if delay:
                 await asyncio.sleep(delay)
-            seen = Seen(request.method, request.url.path, request.url.query, request.headers)
+            seen = Seen(request.method, request.url.path, request.url.query, request.headers,
+                        request.query_params)
             return _starlette(respond(seen, n))
 
         upstream.app = Starlette(routes=[Route("/{path:path}", endpoint, methods=METHODS)])
@@ -202,7 +206,7 @@ class _WSGI(Interface):
                 time.sleep(delay)
             request = flask.request
             seen = Seen(request.method, request.path, request.query_string.decode(),
-                        request.headers)
+                        request.headers, request.args)
             body, status, headers = respond(seen, n)
             return flask.Response(iter(body) if isinstance(body, list) else body,
                                   status=status, headers=dict(headers), mimetype="text/plain")
@@ -262,6 +266,16 @@ async def settle(value: T | Awaitable[T]) -> T:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def keep_repeats(pairs: Sequence[tuple[str, str]], shuffled: Sequence[tuple[str, str]],
+                 ) -> list[tuple[str, str]]:
+    """*shuffled* (a permutation of *pairs*) with the values of each repeated name put back
+    in their order in *pairs*: the reorderings that leave a query's meaning unchanged."""
+    values: dict[str, list[str]] = {}
+    for name, value in reversed(pairs):
+        values.setdefault(name, []).append(value)
+    return [(name, values[name].pop()) for name, _ in shuffled]
 
 
 def status_of(response: httpx.Response) -> dict[str, Any]:

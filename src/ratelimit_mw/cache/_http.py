@@ -99,14 +99,18 @@ def _http_date(value: str) -> float | None:
 
 def normalize_query(query: str) -> str:
     """The one normal form of a query in cache keys: pairs decoded (``+`` is a space),
-    sorted by name then value, re-encoded with ``quote(safe="-._~")``, joined by ``&``.
+    sorted by name only, re-encoded with ``quote(safe="-._~")``, joined by ``&``.
+
+    The sort is stable, so the values of a repeated name keep their order: frameworks
+    answer ``?a=1&a=2`` and ``?a=2&a=1`` differently (Starlette reads the last value,
+    Flask the first), so the two are two entries.
 
     >>> normalize_query("b=2&a=%41&a=1&c")
-    'a=1&a=A&b=2&c='
+    'a=A&a=1&b=2&c='
     """
     if not query:
         return ""
-    pairs = sorted(parse_qsl(query, keep_blank_values=True))
+    pairs = sorted(parse_qsl(query, keep_blank_values=True), key=lambda pair: pair[0])
     return "&".join(f"{quote(k, safe='-._~')}={quote(v, safe='-._~')}" for k, v in pairs)
 
 
