@@ -306,9 +306,12 @@ def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheReq
 
 
 def header_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Lower-case names; repeated fields joined with ``", "``."""
-    out: dict[str, str] = {}
+    """Lower-case names; repeated fields joined with ``", "``.
+
+    The values of a name are collected and joined once: joining each repeated line onto
+    the value so far would copy it again per line, quadratic in the lines a client sends.
+    """
+    values: dict[str, list[str]] = {}
     for name, value in pairs:
-        name = name.lower()
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
+        values.setdefault(name.lower(), []).append(value)
+    return {name: ", ".join(found) for name, found in values.items()}
