@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from ratelimit_mw import RateLimitMiddleware, WSGIRateLimitMiddleware
+from ratelimit_mw._types import Environ, Receive, Scope, Send, StartResponse
 from ratelimit_mw.cache import (
     AsyncMemoryCache,
     AsyncRedisCache,
@@ -118,6 +119,10 @@ class Interface:
         """One app serving each of *apps* under its path prefix."""
         raise NotImplementedError
 
+    def lower_case_method(self, app: Any) -> Any:
+        """*app* behind a proxy that lower-cases the method (httpx upper-cases it)."""
+        raise NotImplementedError
+
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         raise NotImplementedError
 
@@ -173,6 +178,11 @@ class _ASGI(Interface):
     def mount(self, apps: dict[str, Any]) -> Any:
         return Starlette(routes=[Mount(prefix, app) for prefix, app in apps.items()])
 
+    def lower_case_method(self, app: Any) -> Any:
+        async def lowered(scope: Scope, receive: Receive, send: Send) -> None:
+            await app({**scope, "method": scope["method"].lower()}, receive, send)
+        return lowered
+
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         return httpx.ASGITransport(app=app)
 
@@ -225,6 +235,12 @@ class _WSGI(Interface):
 
     def mount(self, apps: dict[str, Any]) -> Any:
         return DispatcherMiddleware(self.upstream().app, apps)
+
+    def lower_case_method(self, app: Any) -> Any:
+        def lowered(environ: Environ, start_response: StartResponse) -> Any:
+            environ["REQUEST_METHOD"] = environ["REQUEST_METHOD"].lower()
+            return app(environ, start_response)
+        return lowered
 
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         return _WSGIToEnd(app)

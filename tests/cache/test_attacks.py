@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 
 from ratelimit_mw._types import Scope
+from ratelimit_mw.cache import CacheRule
 from ratelimit_mw.cache._asgi import _request as asgi_request
 from ratelimit_mw.cache._flow import header_dict
-from tests.cache.harness import ASGI, AnyCache, Interface, Reply, Seen
+from tests.cache.harness import ASGI, AnyCache, Interface, Reply, Seen, is_hit
 
 # --- the query's normal form: a repeated name keeps the order of its values --------------
 
@@ -72,3 +73,30 @@ def test_repeated_header_lines_are_joined_in_linear_time() -> None:
     finally:
         gc.enable()
     assert ratio <= 5, f"40k lines cost {ratio:.1f} times 10k lines"
+
+
+# --- the method's case --------------------------------------------------------------------
+
+
+async def test_a_lower_case_method_is_that_method(interface: Interface,
+                                                  cache: AnyCache) -> None:
+    """``get`` and ``head`` are GET and HEAD to the cache under ASGI and WSGI alike (as to
+    werkzeug): served from GET's entry, never taken for an unsafe method that drops it.
+    A response to ``get`` is never stored: Starlette answers it 405, Flask as a GET."""
+    upstream, app = interface.cached(cache, rules=[CacheRule("/{rest:path}", ttl=60)])
+    async with interface.client(app) as c, \
+            interface.client(interface.lower_case_method(app)) as lower:
+        stored = await c.get("/items/1")
+        hits = [await lower.get("/items/1"), await lower.head("/items/1")]
+        again = await c.get("/items/1")
+        miss = await lower.get("/other")
+        fresh = await c.get("/other")
+    assert stored.content == b"GET /items/1? #1"
+    assert [(r.status_code, is_hit(r)) for r in hits] == [(200, True), (200, True)]
+    assert [r.content for r in hits] == [stored.content, b""]
+    assert is_hit(again)
+    assert again.content == stored.content
+    assert miss.status_code == (405 if interface is ASGI else 200)
+    assert not is_hit(fresh)
+    assert (fresh.status_code, fresh.content) == (200, f"GET /other? #{upstream.calls}".encode())
+    assert upstream.calls == (2 if interface is ASGI else 3)  # 405 comes from the router

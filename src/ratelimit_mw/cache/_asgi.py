@@ -54,7 +54,7 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
         primary = request.primary_key(self.policy.allowed_hosts)
         reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
-            await self._unsafe(scope, receive, send, primary)
+            await self._unsafe(scope, receive, send, request.verb, primary)
             return
         if reason is not None or primary is None:
             await self.app(scope, receive, _Tagged(send, f"fwd=bypass; detail={reason or 'host'}"))
@@ -74,12 +74,11 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
         finally:
             await arun(flows.release(found), self.cache)
 
-    async def _unsafe(self, scope: Scope, receive: Receive, send: Send,
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send, method: str,
                       primary: str | None) -> None:
         recorder = _Recorder(send, "fwd=method", 0)
         await self.app(scope, receive, recorder)
-        await arun(flows.after_unsafe(scope.get("method", ""), recorder.status, primary),
-                   self.cache)
+        await arun(flows.after_unsafe(method, recorder.status, primary), self.cache)
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""

@@ -149,9 +149,9 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
         status = ("fwd=uri-miss" if variant is None else "fwd=vary-miss" if record
                   else "fwd=miss")
         if request.method != "GET":
-            # A HEAD response is never stored, so a HEAD neither holds nor waits for the
-            # lock: the GETs waiting behind a HEAD (a health check) would find nothing and
-            # all call the app.
+            # A response to a HEAD (or to a ``get``) is never stored, so such a request
+            # neither holds nor waits for the lock: the GETs waiting behind a HEAD (a
+            # health check) would find nothing and all call the app.
             return Lookup(None, False, None, None, status)
         lock_name = (variant or primary) + ":lock"
         token = yield _lock(lock_name, policy.lock_timeout)
@@ -293,7 +293,7 @@ def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequ
 def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
                   ) -> str | None:
     """Why *request* must not use the cache at all, or ``None``."""
-    if request.method not in SAFE_METHODS:
+    if request.verb not in SAFE_METHODS:
         return "method"
     if rule is not None and rule.exempt:
         return "exempt"

@@ -139,7 +139,7 @@ def _digest(text: str) -> str:
 class CacheRequest:
     """What the cache needs to know about a request; built by the adapters."""
 
-    method: str
+    method: str  # as the client sent it: `verb` is the method the cache acts on
     scheme: str
     host: str | None
     path: str
@@ -148,6 +148,12 @@ class CacheRequest:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
+
+    @property
+    def verb(self) -> str:
+        """The method upper-cased, as werkzeug reads it: ``get`` is looked up as a GET and
+        ``post`` invalidates as a POST, under ASGI and WSGI alike."""
+        return self.method.upper()
 
     @property
     def authorized(self) -> bool:
@@ -200,6 +206,8 @@ def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, st
              *, default_ttl: int, allow_authorized: bool) -> Storability:
     """May a shared cache store this response, and for how long (RFC 9111 §3)."""
     if request.method != "GET":
+        # Spelled GET, not only read as one: the app may answer ``get`` as a method of its
+        # own (Starlette answers 405), and that answer must never become GET's entry.
         return Storability(0, "method")
     if status not in CACHEABLE_STATUSES:
         return Storability(0, "status")
@@ -323,7 +331,7 @@ class Entry(NamedTuple):
             kept = [(n, v) for n, v in self.headers if n.lower() in _NOT_MODIFIED_FIELDS]
             return 304, [*kept, ("age", str(age)), ("cache-status", status_field)], b""
         headers = [*self.headers, ("age", str(age)), ("cache-status", status_field)]
-        return self.status, headers, b"" if request.method == "HEAD" else self.body
+        return self.status, headers, b"" if request.verb == "HEAD" else self.body
 
 
 def _latin1(value: str) -> bool:
