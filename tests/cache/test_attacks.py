@@ -4,14 +4,19 @@ input of that run and states the bound it must keep, as a count or a size."""
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from ratelimit_mw._types import Scope
 from ratelimit_mw.cache import CacheRule
 from ratelimit_mw.cache._asgi import _request as asgi_request
 from ratelimit_mw.cache._flow import header_dict
-from tests.cache.harness import ASGI, AnyCache, Interface, Reply, Seen, is_hit
+from ratelimit_mw.errors import ConfigurationError
+from tests.cache.harness import ASGI, AnyCache, Interface, Reply, Respond, Seen, is_hit
 
 # --- the query's normal form: a repeated name keeps the order of its values --------------
 
@@ -100,3 +105,42 @@ async def test_a_lower_case_method_is_that_method(interface: Interface,
     assert not is_hit(fresh)
     assert (fresh.status_code, fresh.content) == (200, f"GET /other? #{upstream.calls}".encode())
     assert upstream.calls == (2 if interface is ASGI else 3)  # 405 comes from the router
+
+
+# --- keyed request headers ------------------------------------------------------------------
+
+
+def echo_header(name: str) -> Respond:
+    """Builds a link from request header *name*, as apps do from forwarding headers."""
+    return lambda seen, n: Reply(f"//{seen.headers.get(name, 'self')}/app.js #{n}",
+                                 headers={"Cache-Control": "max-age=60"})
+
+
+@pytest.mark.parametrize(("header", "options"), [
+    ("X-Original-Host", {}),
+    ("X-Forwarded-Server", {}),
+    ("X-Tenant", {"extra_key_headers": ["X-Tenant"]}),
+    ("x-tenant", {"extra_key_headers": ("Accept", "X-TENANT")}),
+])
+async def test_a_keyed_header_is_its_own_entry(interface: Interface, cache: AnyCache,
+                                               header: str, options: dict[str, Any]) -> None:
+    """Two requests differing only in a forwarding header (built in, or one the user
+    names) are two entries: a forged value reaches only the entry it made."""
+    upstream, app = interface.cached(cache, echo_header(header), **options)
+    forged = {header: "evil.example"}
+    async with interface.client(app) as c:
+        bodies = [(await c.get("/page", headers=h)).content for h in ({}, forged, {}, forged)]
+    assert bodies == [b"//self/app.js #1", b"//evil.example/app.js #2"] * 2
+    assert upstream.calls == 2
+
+
+@pytest.mark.parametrize(("value", "named"), [
+    ("X-Tenant", "'X-Tenant': a list of header names"),
+    (["X-Tenant", "bad name"], "'bad name' is not a header name"),
+    ([b"x-tenant"], "b'x-tenant' is not a header name"),
+    ([""], "'' is not a header name"),
+])
+def test_extra_key_headers_are_checked(interface: Interface, value: Any, named: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"extra_key_headers.*{re.escape(named)}"):
+        interface.middleware(interface.upstream().app, cache=interface.memory_cache(),
+                             extra_key_headers=value)

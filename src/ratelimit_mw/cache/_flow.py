@@ -18,7 +18,16 @@ from .._flow import Flow, Op, Sleep
 from .._request import normalize_path
 from .._rules import compile_template
 from ..errors import ConfigurationError
-from ._http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
+from ._http import (
+    KEYED_HEADERS,
+    SAFE_METHODS,
+    TOKEN,
+    CacheRequest,
+    Entry,
+    cache_control,
+    storable,
+    vary_names,
+)
 
 __all__ = [
     "CachePolicy",
@@ -87,15 +96,23 @@ class CachePolicy:
     lock_timeout: float = 10.0
     lock_wait: float = 5.0
     poll_interval: float = 0.02
+    extra_key_headers: tuple[str, ...] = ()
+    #: Every request header whose value is part of the key: `KEYED_HEADERS`, then the
+    #: extra ones, lower-cased.
+    key_headers: tuple[str, ...] = field(default=KEYED_HEADERS, init=False)
     _compiled: tuple[_Compiled, ...] = field(default=(), init=False, repr=False)
 
     @classmethod
     def build(cls, rules: Iterable[CacheRule], default_ttl: int,
               allowed_hosts: Iterable[str] | None, max_body_size: int,
-              lock_wait: float) -> CachePolicy:
+              lock_wait: float, extra_key_headers: Iterable[str]) -> CachePolicy:
         """The policy from the middlewares' options (host names compared lower-cased)."""
         hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
-        return cls(tuple(rules), default_ttl, hosts, max_body_size, lock_wait=lock_wait)
+        if isinstance(extra_key_headers, str):  # one name would be keyed letter by letter
+            raise ConfigurationError(f"extra_key_headers={extra_key_headers!r}: a list of "
+                                     "header names")
+        return cls(tuple(rules), default_ttl, hosts, max_body_size, lock_wait=lock_wait,
+                   extra_key_headers=tuple(extra_key_headers))
 
     def __post_init__(self) -> None:
         if isinstance(self.default_ttl, bool) or not isinstance(self.default_ttl, int) or (
@@ -116,6 +133,15 @@ class CachePolicy:
             template, regex = compile_template(rule.path)
             compiled.append(_Compiled(template, regex, rule))
         object.__setattr__(self, "_compiled", tuple(compiled))
+        for name in self.extra_key_headers:
+            if not isinstance(name, str) or not TOKEN.fullmatch(name):
+                raise ConfigurationError(f"extra_key_headers: {name!r} is not a header name")
+        extra = (name.lower() for name in self.extra_key_headers)
+        object.__setattr__(self, "key_headers", tuple(dict.fromkeys((*KEYED_HEADERS, *extra))))
+
+    def primary_key(self, request: CacheRequest) -> str | None:
+        """The key of *request*'s URI under these options (hosts, keyed headers)."""
+        return request.primary_key(self.allowed_hosts, self.key_headers)
 
     def rule_for(self, path: str) -> CacheRule | None:
         normalized = normalize_path(path)

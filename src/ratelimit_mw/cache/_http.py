@@ -40,13 +40,15 @@ NOT_STORED = frozenset({"set-cookie", "ratelimit", "ratelimit-policy", "x-rateli
 #: so a hit never replays a stale quota.
 NOT_STORED_PREFIXES = ("ratelimit", "x-ratelimit-")
 #: A field name (RFC 9110 token) and a value a server may send (no CR, LF or NUL).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FIELD_VALUE = re.compile(r"[^\r\n\0]*")
 #: Request headers apps use to build URLs without listing them in Vary: part of every key,
 #: so a forged value can only ever reach its own entry (the classic cache-poisoning path).
+#: The middlewares' ``extra_key_headers`` adds the ones an app of its own reads.
 KEYED_HEADERS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-scheme",
-                 "x-forwarded-prefix", "x-forwarded-port", "forwarded", "x-original-url",
-                 "x-rewrite-url", "x-http-method-override", "x-host")
+                 "x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "forwarded",
+                 "x-original-host", "x-original-url", "x-rewrite-url",
+                 "x-http-method-override", "x-host")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}"
                    r"[a-z0-9])?|\[[0-9a-f:.]+\]")
@@ -160,15 +162,17 @@ class CacheRequest:
         """Carries credentials: ``Authorization`` or ``Cookie``."""
         return "authorization" in self.headers or "cookie" in self.headers
 
-    def primary_key(self, allowed_hosts: frozenset[str] | None) -> str | None:
+    def primary_key(self, allowed_hosts: frozenset[str] | None,
+                    key_headers: Sequence[str] = KEYED_HEADERS) -> str | None:
         """The key of the URI (without Vary), or ``None`` when the host is not valid.
 
-        The method is always GET: HEAD is served from the GET entry.
+        The method is always GET: HEAD is served from the GET entry. The value of each of
+        *key_headers* (lower-case names) the request carries is part of the key.
         """
         host = normalize_host(self.host, self.scheme)
         if host is None or (allowed_hosts is not None and host not in allowed_hosts):
             return None
-        keyed = "".join(f"|{name}={self.headers[name]}" for name in KEYED_HEADERS
+        keyed = "".join(f"|{name}={self.headers[name]}" for name in key_headers
                         if name in self.headers)
         base = f"GET {self.scheme}://{host}{self.path}?{normalize_query(self.query)}"
         # Readable up to the path (for invalidation by prefix), hashed after it.
@@ -307,7 +311,7 @@ class Entry(NamedTuple):
         # never store (HTTPStatus(299) raises), the ASGI hit cannot encode a header value
         # that is not latin-1, and CR/LF in a field would be header injection.
         if entry.status not in CACHEABLE_STATUSES or not all(
-                _TOKEN.fullmatch(n) and _FIELD_VALUE.fullmatch(v) and _latin1(v)
+                TOKEN.fullmatch(n) and _FIELD_VALUE.fullmatch(v) and _latin1(v)
                 for n, v in entry.headers):
             return None
         return entry

@@ -38,7 +38,7 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _request(environ)
         rule = self.policy.rule_for(environ.get("PATH_INFO") or "/")
-        primary = request.primary_key(self.policy.allowed_hosts)
+        primary = self.policy.primary_key(request)
         reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
             recorder = _Recorder(start_response, "fwd=method")
