@@ -126,7 +126,8 @@ class Interface:
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         raise NotImplementedError
 
-    def memory_cache(self) -> AnyCache:
+    def memory_cache(self, **options: Any) -> AnyCache:
+        """The memory store of this interface, on a ``MemoryCache(**options)``."""
         raise NotImplementedError
 
     def redis_cache(self, url: str, **options: Any) -> AnyCache:
@@ -186,8 +187,8 @@ class _ASGI(Interface):
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         return httpx.ASGITransport(app=app)
 
-    def memory_cache(self) -> AnyCache:
-        return AsyncMemoryCache()
+    def memory_cache(self, **options: Any) -> AnyCache:
+        return AsyncMemoryCache(MemoryCache(**options))
 
     def redis_cache(self, url: str, **options: Any) -> AnyCache:
         return AsyncRedisCache(url, **options)
@@ -245,8 +246,8 @@ class _WSGI(Interface):
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         return _WSGIToEnd(app)
 
-    def memory_cache(self) -> AnyCache:
-        return MemoryCache()
+    def memory_cache(self, **options: Any) -> AnyCache:
+        return MemoryCache(**options)
 
     def redis_cache(self, url: str, **options: Any) -> AnyCache:
         return RedisCache(url, **options)
@@ -344,7 +345,9 @@ async def overwrite(cache: AnyCache, which: str, raw: bytes) -> int:
     if memory is not None:
         keys: list[Any] = [k for k in memory._data if chosen(k)]
         for key in keys:
-            memory._data[key] = (memory._data[key][0], raw.decode("latin-1"))
+            until, old = memory._data[key]
+            memory._data[key] = (until, raw.decode("latin-1"))
+            memory._bytes += len(raw) - len(old)  # the count max_bytes bounds stays true
         return len(keys)
     assert isinstance(cache, AsyncRedisCache | RedisCache)
     keys = [k for k in await _redis_keys(cache) if chosen(k.decode())]

@@ -33,6 +33,7 @@ from tests.cache.harness import (
     Respond,
     Seen,
     is_hit,
+    stored_values,
 )
 
 # --- the query's normal form: a repeated name keeps the order of its values --------------
@@ -268,3 +269,46 @@ def test_an_expired_entry_leaves_its_tags(monkeypatch: pytest.MonkeyPatch) -> No
         f"k{i}" for i in range(0, 200, 2))
     assert store.invalidate_tag("t0") == len([i for i in range(0, 200, 2) if i % 7 == 0])
 
+
+# --- the memory store under a flood of large bodies -------------------------------------------
+
+
+def large(seen: Seen, n: int) -> Reply:
+    """A body of 256 KiB, fresh for a minute: 341 KiB of JSON once base64-encoded."""
+    return Reply(bytes([65 + n % 26]) * (256 << 10), headers={"Cache-Control": "max-age=60"})
+
+
+async def test_a_flood_of_large_bodies_keeps_the_store_to_max_bytes(
+        interface: Interface) -> None:
+    """40 distinct URLs of 256 KiB bodies (14 MiB of JSON) on a store of max_bytes=1 MiB:
+    the JSON text stored never exceeds 1 MiB, and the latest responses are still hits."""
+    cache = interface.memory_cache(max_bytes=1 << 20)
+    upstream, app = interface.cached(cache, large)
+    sizes = []
+    async with interface.client(app) as c:
+        for i in range(40):
+            assert len((await c.get(f"/big/{i}")).content) == 256 << 10
+            sizes.append(sum(len(value) for value in await stored_values(cache)))
+        last = await c.get("/big/39")
+    assert max(sizes) <= 1 << 20
+    assert sizes[-1] > 2 * (256 << 10)  # still storing: the oldest made room
+    assert is_hit(last)
+    assert upstream.calls == 40
+
+
+def test_a_value_larger_than_max_bytes_is_not_stored() -> None:
+    store = MemoryCache(max_bytes=1_000)
+    assert store.set("k", "small", ttl=60)
+    store.tag("t", "k", 60)
+    assert store.set("k", "x" * 1_000, ttl=60) is False  # 1,002 bytes of JSON
+    assert store.get("k") is None  # the older value went too: never a stale one
+    assert (store._data, store._tags, store._tags_of, store._bytes) == ({}, {}, {}, 0)
+    assert store.set("k", "x" * 998, ttl=60)  # exactly 1,000 bytes fit
+    assert store._bytes == 1_000
+
+
+@pytest.mark.parametrize("option", ["max_bytes", "max_entries"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "64M", None])
+def test_the_memory_store_bounds_are_checked(option: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{option}={re.escape(repr(value))}: "):
+        MemoryCache(**{option: value})

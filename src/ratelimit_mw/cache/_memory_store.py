@@ -9,6 +9,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+from ..errors import ConfigurationError
 from ._store import dumps, loads
 
 __all__ = ["AsyncMemoryCache", "MemoryCache"]
@@ -20,22 +21,28 @@ _FOREVER = 10**9
 class MemoryCache:
     """The same interface in process memory, for one process and the demo.
 
-    Bounded by *max_entries* values. A value that does not fit makes room: expired
-    values go first, then the oldest. Tags list stored names only, and a name leaves its
-    tags when its value goes (evicted, expired, deleted), so they stay as bounded as the
-    values. For the ASGI middleware wrap it: ``AsyncMemoryCache(MemoryCache())`` (the
-    default).
+    Bounded twice: by *max_entries* values, and by *max_bytes* of stored JSON text
+    (64 MiB by default). A value that does not fit makes room: expired values go first,
+    then the oldest; a value larger than *max_bytes* is not stored. Tags list stored
+    names only, and a name leaves its tags when its value goes (evicted, expired,
+    deleted), so they stay as bounded as the values. For the ASGI middleware wrap it:
+    ``AsyncMemoryCache(MemoryCache())`` (the default).
 
     Example::
 
-        cache = MemoryCache(max_entries=10_000)
+        cache = MemoryCache(max_entries=10_000, max_bytes=64 << 20)
         cache.set("k", [1, 2], ttl=5)
     """
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 << 20) -> None:
+        for option, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{option}={value!r}: a whole number >= 1")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         #: name -> (expires at, JSON text), oldest first: room is made from the front.
         self._data: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._bytes = 0  # the length of the JSON text in _data (ASCII: one byte a char)
         #: (expires at, name) of the values stored, soonest first (a heap). A pair whose
         #: value was replaced or removed since stays until it comes up, and is skipped.
         self._expiry: list[tuple[float, str]] = []
@@ -68,6 +75,8 @@ class MemoryCache:
             if name in self._data:
                 return None
             token = uuid.uuid4().hex
+            # A store too small for the token holds no entry either: its caller fetches
+            # as if it held the lock, and nobody waits for a fetch no lock records.
             self._put(name, dumps(token), now + ttl)
             return token
 
@@ -122,11 +131,18 @@ class MemoryCache:
         return now
 
     def _put(self, name: str, text: str, expires: float) -> bool:
-        """Store *text*, making room from the oldest value on."""
-        self._data.pop(name, None)  # replaced, not gone: it keeps its tags
-        while self._data and len(self._data) >= self.max_entries:
+        """Store *text*, making room from the oldest value on; ``False`` if it cannot fit."""
+        old = self._data.pop(name, None)
+        if old is not None:  # replaced, not gone: it keeps its tags
+            self._bytes -= len(old[1])
+        if len(text) > self.max_bytes:
+            self._untag(name)
+            return False
+        while self._data and (len(self._data) >= self.max_entries
+                              or self._bytes + len(text) > self.max_bytes):
             self._remove(next(iter(self._data)))
         self._data[name] = (expires, text)
+        self._bytes += len(text)
         heapq.heappush(self._expiry, (expires, name))
         if len(self._expiry) > 2 * len(self._data) + 64:
             # Mostly pairs of replaced or removed values: rebuilt from the values, once
@@ -140,6 +156,7 @@ class MemoryCache:
         found = self._data.pop(name, None)
         if found is None:
             return False
+        self._bytes -= len(found[1])
         self._untag(name)
         return True
 
@@ -158,7 +175,7 @@ class AsyncMemoryCache:
     Example::
 
         cache = AsyncMemoryCache()                         # a MemoryCache() inside
-        cache = AsyncMemoryCache(MemoryCache(max_entries=5_000))
+        cache = AsyncMemoryCache(MemoryCache(max_bytes=16 << 20))
         await cache.set("k", [1, 2], ttl=5)
     """
 
