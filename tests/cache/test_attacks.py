@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from types import FrameType, SimpleNamespace
 from typing import Any
 
@@ -30,7 +31,6 @@ from tests.cache.harness import (
     AnyCache,
     Interface,
     Reply,
-    Respond,
     Seen,
     is_hit,
     stored_values,
@@ -128,10 +128,10 @@ async def test_a_lower_case_method_is_that_method(interface: Interface,
 # --- keyed request headers ------------------------------------------------------------------
 
 
-def echo_header(name: str) -> Respond:
+def echo_header(name: str, seen: Seen, n: int) -> Reply:
     """Builds a link from request header *name*, as apps do from forwarding headers."""
-    return lambda seen, n: Reply(f"//{seen.headers.get(name, 'self')}/app.js #{n}",
-                                 headers={"Cache-Control": "max-age=60"})
+    return Reply(f"//{seen.headers.get(name, 'self')}/app.js #{n}",
+                 headers={"Cache-Control": "max-age=60"})
 
 
 @pytest.mark.parametrize(("header", "options"), [
@@ -144,7 +144,7 @@ async def test_a_keyed_header_is_its_own_entry(interface: Interface, cache: AnyC
                                                header: str, options: dict[str, Any]) -> None:
     """Two requests differing only in a forwarding header (built in, or one the user
     names) are two entries: a forged value reaches only the entry it made."""
-    upstream, app = interface.cached(cache, echo_header(header), **options)
+    upstream, app = interface.cached(cache, partial(echo_header, header), **options)
     forged = {header: "evil.example"}
     async with interface.client(app) as c:
         bodies = [(await c.get("/page", headers=h)).content for h in ({}, forged, {}, forged)]
