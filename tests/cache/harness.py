@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from ratelimit_mw import RateLimitMiddleware, WSGIRateLimitMiddleware
+from ratelimit_mw._types import Environ, Receive, Scope, Send, StartResponse
 from ratelimit_mw.cache import (
     AsyncMemoryCache,
     AsyncRedisCache,
@@ -48,6 +49,9 @@ class Seen(NamedTuple):
     path: str
     query: str
     headers: Mapping[str, str]  # case-insensitive
+    #: The query as the framework reads it: for a repeated name, Starlette gives the last
+    #: value and Flask the first.
+    args: Mapping[str, str]
 
 
 class Reply(NamedTuple):
@@ -115,10 +119,15 @@ class Interface:
         """One app serving each of *apps* under its path prefix."""
         raise NotImplementedError
 
+    def lower_case_method(self, app: Any) -> Any:
+        """*app* behind a proxy that lower-cases the method (httpx upper-cases it)."""
+        raise NotImplementedError
+
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         raise NotImplementedError
 
-    def memory_cache(self) -> AnyCache:
+    def memory_cache(self, **options: Any) -> AnyCache:
+        """The memory store of this interface, on a ``MemoryCache(**options)``."""
         raise NotImplementedError
 
     def redis_cache(self, url: str, **options: Any) -> AnyCache:
@@ -154,7 +163,8 @@ class _ASGI(Interface):
             n = upstream.count()
             if delay:
                 await asyncio.sleep(delay)
-            seen = Seen(request.method, request.url.path, request.url.query, request.headers)
+            seen = Seen(request.method, request.url.path, request.url.query, request.headers,
+                        request.query_params)
             return _starlette(respond(seen, n))
 
         upstream.app = Starlette(routes=[Route("/{path:path}", endpoint, methods=METHODS)])
@@ -169,11 +179,16 @@ class _ASGI(Interface):
     def mount(self, apps: dict[str, Any]) -> Any:
         return Starlette(routes=[Mount(prefix, app) for prefix, app in apps.items()])
 
+    def lower_case_method(self, app: Any) -> Any:
+        async def lowered(scope: Scope, receive: Receive, send: Send) -> None:
+            await app({**scope, "method": scope["method"].lower()}, receive, send)
+        return lowered
+
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         return httpx.ASGITransport(app=app)
 
-    def memory_cache(self) -> AnyCache:
-        return AsyncMemoryCache()
+    def memory_cache(self, **options: Any) -> AnyCache:
+        return AsyncMemoryCache(MemoryCache(**options))
 
     def redis_cache(self, url: str, **options: Any) -> AnyCache:
         return AsyncRedisCache(url, **options)
@@ -202,7 +217,7 @@ class _WSGI(Interface):
                 time.sleep(delay)
             request = flask.request
             seen = Seen(request.method, request.path, request.query_string.decode(),
-                        request.headers)
+                        request.headers, request.args)
             body, status, headers = respond(seen, n)
             return flask.Response(iter(body) if isinstance(body, list) else body,
                                   status=status, headers=dict(headers), mimetype="text/plain")
@@ -222,11 +237,17 @@ class _WSGI(Interface):
     def mount(self, apps: dict[str, Any]) -> Any:
         return DispatcherMiddleware(self.upstream().app, apps)
 
+    def lower_case_method(self, app: Any) -> Any:
+        def lowered(environ: Environ, start_response: StartResponse) -> Any:
+            environ["REQUEST_METHOD"] = environ["REQUEST_METHOD"].lower()
+            return app(environ, start_response)
+        return lowered
+
     def transport(self, app: Any) -> httpx.AsyncBaseTransport:
         return _WSGIToEnd(app)
 
-    def memory_cache(self) -> AnyCache:
-        return MemoryCache()
+    def memory_cache(self, **options: Any) -> AnyCache:
+        return MemoryCache(**options)
 
     def redis_cache(self, url: str, **options: Any) -> AnyCache:
         return RedisCache(url, **options)
@@ -262,6 +283,16 @@ async def settle(value: T | Awaitable[T]) -> T:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def keep_repeats(pairs: Sequence[tuple[str, str]], shuffled: Sequence[tuple[str, str]],
+                 ) -> list[tuple[str, str]]:
+    """*shuffled* (a permutation of *pairs*) with the values of each repeated name put back
+    in their order in *pairs*: the reorderings that leave a query's meaning unchanged."""
+    values: dict[str, list[str]] = {}
+    for name, value in reversed(pairs):
+        values.setdefault(name, []).append(value)
+    return [(name, values[name].pop()) for name, _ in shuffled]
 
 
 def status_of(response: httpx.Response) -> dict[str, Any]:
@@ -314,7 +345,9 @@ async def overwrite(cache: AnyCache, which: str, raw: bytes) -> int:
     if memory is not None:
         keys: list[Any] = [k for k in memory._data if chosen(k)]
         for key in keys:
-            memory._data[key] = (memory._data[key][0], raw.decode("latin-1"))
+            until, old = memory._data[key]
+            memory._data[key] = (until, raw.decode("latin-1"))
+            memory._bytes += len(raw) - len(old)  # the count max_bytes bounds stays true
         return len(keys)
     assert isinstance(cache, AsyncRedisCache | RedisCache)
     keys = [k for k in await _redis_keys(cache) if chosen(k.decode())]

@@ -38,8 +38,9 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
     it; put it inside and hits are free.
 
     Security: the key holds the validated ``Host`` (pass *allowed_hosts* to refuse
-    others) and the forwarding headers apps build URLs from, so a forged header can only
-    reach an entry of its own.
+    others) and the forwarding headers apps build URLs from (``X-Forwarded-Host``,
+    ``X-Original-Host``, ...; name the ones your app reads besides in
+    *extra_key_headers*), so a forged header can only reach an entry of its own.
     """
 
     def _default_cache(self, url: str | None) -> AsyncRedisCache | AsyncMemoryCache:
@@ -51,10 +52,10 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
             return
         request = _request(scope)
         rule = self.policy.rule_for(_route_path(request.path, scope))
-        primary = request.primary_key(self.policy.allowed_hosts)
+        primary = self.policy.primary_key(request)
         reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
-            await self._unsafe(scope, receive, send, primary)
+            await self._unsafe(scope, receive, send, request.verb, primary)
             return
         if reason is not None or primary is None:
             await self.app(scope, receive, _Tagged(send, f"fwd=bypass; detail={reason or 'host'}"))
@@ -74,12 +75,11 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
         finally:
             await arun(flows.release(found), self.cache)
 
-    async def _unsafe(self, scope: Scope, receive: Receive, send: Send,
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send, method: str,
                       primary: str | None) -> None:
         recorder = _Recorder(send, "fwd=method", 0)
         await self.app(scope, receive, recorder)
-        await arun(flows.after_unsafe(scope.get("method", ""), recorder.status, primary),
-                   self.cache)
+        await arun(flows.after_unsafe(method, recorder.status, primary), self.cache)
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""

@@ -18,7 +18,16 @@ from .._flow import Flow, Op, Sleep
 from .._request import normalize_path
 from .._rules import compile_template
 from ..errors import ConfigurationError
-from ._http import SAFE_METHODS, CacheRequest, Entry, cache_control, storable, vary_names
+from ._http import (
+    KEYED_HEADERS,
+    SAFE_METHODS,
+    TOKEN,
+    CacheRequest,
+    Entry,
+    cache_control,
+    storable,
+    vary_names,
+)
 
 __all__ = [
     "CachePolicy",
@@ -87,15 +96,23 @@ class CachePolicy:
     lock_timeout: float = 10.0
     lock_wait: float = 5.0
     poll_interval: float = 0.02
+    extra_key_headers: tuple[str, ...] = ()
+    #: Every request header whose value is part of the key: `KEYED_HEADERS`, then the
+    #: extra ones, lower-cased.
+    key_headers: tuple[str, ...] = field(default=KEYED_HEADERS, init=False)
     _compiled: tuple[_Compiled, ...] = field(default=(), init=False, repr=False)
 
     @classmethod
     def build(cls, rules: Iterable[CacheRule], default_ttl: int,
               allowed_hosts: Iterable[str] | None, max_body_size: int,
-              lock_wait: float) -> CachePolicy:
+              lock_wait: float, extra_key_headers: Iterable[str]) -> CachePolicy:
         """The policy from the middlewares' options (host names compared lower-cased)."""
         hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
-        return cls(tuple(rules), default_ttl, hosts, max_body_size, lock_wait=lock_wait)
+        if isinstance(extra_key_headers, str):  # one name would be keyed letter by letter
+            raise ConfigurationError(f"extra_key_headers={extra_key_headers!r}: a list of "
+                                     "header names")
+        return cls(tuple(rules), default_ttl, hosts, max_body_size, lock_wait=lock_wait,
+                   extra_key_headers=tuple(extra_key_headers))
 
     def __post_init__(self) -> None:
         if isinstance(self.default_ttl, bool) or not isinstance(self.default_ttl, int) or (
@@ -116,6 +133,15 @@ class CachePolicy:
             template, regex = compile_template(rule.path)
             compiled.append(_Compiled(template, regex, rule))
         object.__setattr__(self, "_compiled", tuple(compiled))
+        for name in self.extra_key_headers:
+            if not isinstance(name, str) or not TOKEN.fullmatch(name):
+                raise ConfigurationError(f"extra_key_headers: {name!r} is not a header name")
+        extra = (name.lower() for name in self.extra_key_headers)
+        object.__setattr__(self, "key_headers", tuple(dict.fromkeys((*KEYED_HEADERS, *extra))))
+
+    def primary_key(self, request: CacheRequest) -> str | None:
+        """The key of *request*'s URI under these options (hosts, keyed headers)."""
+        return request.primary_key(self.allowed_hosts, self.key_headers)
 
     def rule_for(self, path: str) -> CacheRule | None:
         normalized = normalize_path(path)
@@ -149,9 +175,9 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
         status = ("fwd=uri-miss" if variant is None else "fwd=vary-miss" if record
                   else "fwd=miss")
         if request.method != "GET":
-            # A HEAD response is never stored, so a HEAD neither holds nor waits for the
-            # lock: the GETs waiting behind a HEAD (a health check) would find nothing and
-            # all call the app.
+            # A response to a HEAD (or to a ``get``) is never stored, so such a request
+            # neither holds nor waits for the lock: the GETs waiting behind a HEAD (a
+            # health check) would find nothing and all call the app.
             return Lookup(None, False, None, None, status)
         lock_name = (variant or primary) + ":lock"
         token = yield _lock(lock_name, policy.lock_timeout)
@@ -293,7 +319,7 @@ def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequ
 def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
                   ) -> str | None:
     """Why *request* must not use the cache at all, or ``None``."""
-    if request.method not in SAFE_METHODS:
+    if request.verb not in SAFE_METHODS:
         return "method"
     if rule is not None and rule.exempt:
         return "exempt"
@@ -306,9 +332,12 @@ def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheReq
 
 
 def header_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Lower-case names; repeated fields joined with ``", "``."""
-    out: dict[str, str] = {}
+    """Lower-case names; repeated fields joined with ``", "``.
+
+    The values of a name are collected and joined once: joining each repeated line onto
+    the value so far would copy it again per line, quadratic in the lines a client sends.
+    """
+    values: dict[str, list[str]] = {}
     for name, value in pairs:
-        name = name.lower()
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
+        values.setdefault(name.lower(), []).append(value)
+    return {name: ", ".join(found) for name, found in values.items()}

@@ -40,13 +40,15 @@ NOT_STORED = frozenset({"set-cookie", "ratelimit", "ratelimit-policy", "x-rateli
 #: so a hit never replays a stale quota.
 NOT_STORED_PREFIXES = ("ratelimit", "x-ratelimit-")
 #: A field name (RFC 9110 token) and a value a server may send (no CR, LF or NUL).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FIELD_VALUE = re.compile(r"[^\r\n\0]*")
 #: Request headers apps use to build URLs without listing them in Vary: part of every key,
 #: so a forged value can only ever reach its own entry (the classic cache-poisoning path).
+#: The middlewares' ``extra_key_headers`` adds the ones an app of its own reads.
 KEYED_HEADERS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-scheme",
-                 "x-forwarded-prefix", "x-forwarded-port", "forwarded", "x-original-url",
-                 "x-rewrite-url", "x-http-method-override", "x-host")
+                 "x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "forwarded",
+                 "x-original-host", "x-original-url", "x-rewrite-url",
+                 "x-http-method-override", "x-host")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}"
                    r"[a-z0-9])?|\[[0-9a-f:.]+\]")
@@ -99,14 +101,18 @@ def _http_date(value: str) -> float | None:
 
 def normalize_query(query: str) -> str:
     """The one normal form of a query in cache keys: pairs decoded (``+`` is a space),
-    sorted by name then value, re-encoded with ``quote(safe="-._~")``, joined by ``&``.
+    sorted by name only, re-encoded with ``quote(safe="-._~")``, joined by ``&``.
+
+    The sort is stable, so the values of a repeated name keep their order: frameworks
+    answer ``?a=1&a=2`` and ``?a=2&a=1`` differently (Starlette reads the last value,
+    Flask the first), so the two are two entries.
 
     >>> normalize_query("b=2&a=%41&a=1&c")
-    'a=1&a=A&b=2&c='
+    'a=A&a=1&b=2&c='
     """
     if not query:
         return ""
-    pairs = sorted(parse_qsl(query, keep_blank_values=True))
+    pairs = sorted(parse_qsl(query, keep_blank_values=True), key=lambda pair: pair[0])
     return "&".join(f"{quote(k, safe='-._~')}={quote(v, safe='-._~')}" for k, v in pairs)
 
 
@@ -135,7 +141,7 @@ def _digest(text: str) -> str:
 class CacheRequest:
     """What the cache needs to know about a request; built by the adapters."""
 
-    method: str
+    method: str  # as the client sent it: `verb` is the method the cache acts on
     scheme: str
     host: str | None
     path: str
@@ -146,19 +152,27 @@ class CacheRequest:
         return self.headers.get(name)
 
     @property
+    def verb(self) -> str:
+        """The method upper-cased, as werkzeug reads it: ``get`` is looked up as a GET and
+        ``post`` invalidates as a POST, under ASGI and WSGI alike."""
+        return self.method.upper()
+
+    @property
     def authorized(self) -> bool:
         """Carries credentials: ``Authorization`` or ``Cookie``."""
         return "authorization" in self.headers or "cookie" in self.headers
 
-    def primary_key(self, allowed_hosts: frozenset[str] | None) -> str | None:
+    def primary_key(self, allowed_hosts: frozenset[str] | None,
+                    key_headers: Sequence[str] = KEYED_HEADERS) -> str | None:
         """The key of the URI (without Vary), or ``None`` when the host is not valid.
 
-        The method is always GET: HEAD is served from the GET entry.
+        The method is always GET: HEAD is served from the GET entry. The value of each of
+        *key_headers* (lower-case names) the request carries is part of the key.
         """
         host = normalize_host(self.host, self.scheme)
         if host is None or (allowed_hosts is not None and host not in allowed_hosts):
             return None
-        keyed = "".join(f"|{name}={self.headers[name]}" for name in KEYED_HEADERS
+        keyed = "".join(f"|{name}={self.headers[name]}" for name in key_headers
                         if name in self.headers)
         base = f"GET {self.scheme}://{host}{self.path}?{normalize_query(self.query)}"
         # Readable up to the path (for invalidation by prefix), hashed after it.
@@ -196,6 +210,8 @@ def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, st
              *, default_ttl: int, allow_authorized: bool) -> Storability:
     """May a shared cache store this response, and for how long (RFC 9111 §3)."""
     if request.method != "GET":
+        # Spelled GET, not only read as one: the app may answer ``get`` as a method of its
+        # own (Starlette answers 405), and that answer must never become GET's entry.
         return Storability(0, "method")
     if status not in CACHEABLE_STATUSES:
         return Storability(0, "status")
@@ -295,7 +311,7 @@ class Entry(NamedTuple):
         # never store (HTTPStatus(299) raises), the ASGI hit cannot encode a header value
         # that is not latin-1, and CR/LF in a field would be header injection.
         if entry.status not in CACHEABLE_STATUSES or not all(
-                _TOKEN.fullmatch(n) and _FIELD_VALUE.fullmatch(v) and _latin1(v)
+                TOKEN.fullmatch(n) and _FIELD_VALUE.fullmatch(v) and _latin1(v)
                 for n, v in entry.headers):
             return None
         return entry
@@ -319,7 +335,7 @@ class Entry(NamedTuple):
             kept = [(n, v) for n, v in self.headers if n.lower() in _NOT_MODIFIED_FIELDS]
             return 304, [*kept, ("age", str(age)), ("cache-status", status_field)], b""
         headers = [*self.headers, ("age", str(age)), ("cache-status", status_field)]
-        return self.status, headers, b"" if request.method == "HEAD" else self.body
+        return self.status, headers, b"" if request.verb == "HEAD" else self.body
 
 
 def _latin1(value: str) -> bool:

@@ -37,10 +37,11 @@ class CacheMiddlewareBase(Generic[AppT, StoreT]):
         allowed_hosts: Iterable[str] | None = None,
         max_body_size: int = 1 << 20,
         lock_wait: float = 5.0,
+        extra_key_headers: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
-                                        lock_wait)
+                                        lock_wait, extra_key_headers)
         self.cache: StoreT = (cache if cache is not None
                               else self._default_cache(os.environ.get("REDIS_URL")))
 

@@ -38,14 +38,14 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _request(environ)
         rule = self.policy.rule_for(environ.get("PATH_INFO") or "/")
-        primary = request.primary_key(self.policy.allowed_hosts)
+        primary = self.policy.primary_key(request)
         reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
             recorder = _Recorder(start_response, "fwd=method")
             result = self.app(environ, recorder)
 
             def after_unsafe(_capture: _Capture) -> None:
-                run(flows.after_unsafe(request.method, recorder.status, primary), self.cache)
+                run(flows.after_unsafe(request.verb, recorder.status, primary), self.cache)
 
             return _Capture(result, 0, after_unsafe)
         if reason is not None or primary is None:
@@ -90,7 +90,7 @@ def _request(environ: Environ) -> CacheRequest:
     # The key holds the whole path, SCRIPT_NAME included: two apps mounted under
     # different prefixes on one store keep their own entries.
     path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
-    return CacheRequest(environ.get("REQUEST_METHOD", "GET").upper(),
+    return CacheRequest(environ.get("REQUEST_METHOD", "GET"),
                         environ.get("wsgi.url_scheme", "http"),
                         headers.get("host") or environ.get("SERVER_NAME"), path,
                         environ.get("QUERY_STRING", ""), headers)
