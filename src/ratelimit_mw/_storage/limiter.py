@@ -13,7 +13,6 @@ call the wrong one; the quota operations a user calls (``hit``, ``peek``, ``rese
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 from typing import Any
 
 import limits.aio.strategies
@@ -26,9 +25,10 @@ from .._core import Decision, Plan, PlanItem, Quota, limit_key, storage_key
 from .._flow import Flow, arun, run
 from .._rules import NAMESPACE
 from .._strategies import Strategy, strategy_named
-from ..errors import ConfigurationError, StorageError, StorageUnavailableError
+from ..errors import ConfigurationError, StorageError
 from ..events import EventHook, StorageEventHook, storage_listener
 from .batch import ScriptBatcher
+from .guards import ClusterGate, Guarded, Wrapped
 from .memory import MemoryStore
 from .redis import (
     KEY_PREFIX,
@@ -69,8 +69,8 @@ class _Limiter:
         self.redis_options = redis_options or RedisOptions()
         self.strategy_name: Strategy = strategy
         self._errors = storage_errors()
-        self._guarded = _Guarded(self)
-        self._wrapped = _Wrapped(self)
+        self._guarded = Guarded(self)
+        self._wrapped = Wrapped(self)
         self._items: dict[str, RateLimitItem] = {}
         #: The in-process store for ``memory://``; ``None`` for every other storage.
         self.memory: MemoryStore | None = None
@@ -115,7 +115,7 @@ class _Limiter:
             client, "initialize")
         #: redis-py's async cluster raises when a node's pool is exhausted instead of
         #: waiting as the standalone BlockingConnectionPool does; the gate makes it wait.
-        self._gate = _ClusterGate(self.redis_options) if self._needs_init else None
+        self._gate = ClusterGate(self.redis_options) if self._needs_init else None
         # A cluster routes each call by its key's slot: it is not batched.
         self._batcher = self._scripts.batch() if (
             self._scripts is not None and self._batches and self.redis_options.batch
@@ -180,88 +180,6 @@ class _Limiter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.display_url!r}, strategy={self.strategy_name!r})"
-
-
-class _Guarded:
-    """The circuit breaker around a check: ``with limiter._guarded: ...``.
-
-    Refuses at once while the breaker is open. Whatever a storage call raises (a redis-py
-    error, or a RuntimeError from a connection closed under it) is a storage failure, for
-    ``on_storage_error`` to decide, never a 500. A cancelled check (the client went away)
-    says nothing about the storage, so the probe it may hold is released.
-    """
-
-    __slots__ = ("_limiter",)
-
-    def __init__(self, limiter: _Limiter) -> None:
-        self._limiter = limiter
-
-    def __enter__(self) -> None:
-        limiter = self._limiter
-        if not limiter.breaker.allow():
-            raise StorageUnavailableError(
-                f"{limiter.display_url} failed recently; skipped until a probe")
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        breaker = self._limiter.breaker
-        if exc is None:
-            breaker.success()
-        elif isinstance(exc, Exception):
-            error = self._limiter._wrap(exc)
-            breaker.failure(error)
-            raise error from exc
-        else:
-            breaker.abandoned()
-
-
-class _ClusterGate:
-    """At most ``max_connections`` cluster calls at once; the others wait, bounded.
-
-    Each call uses one connection of one node, so no node's pool is ever exhausted. A call
-    that finds no slot within ``pool_timeout`` fails as a storage error, as a standalone
-    pool's timeout does.
-    """
-
-    __slots__ = ("_options", "_semaphore")
-
-    def __init__(self, options: RedisOptions) -> None:
-        self._options = options
-        self._semaphore: asyncio.Semaphore | None = None  # made in the loop that uses it
-
-    async def __aenter__(self) -> None:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self._options.max_connections)
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self._options.pool_timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError("no free Redis Cluster connection within "
-                               f"pool_timeout={self._options.pool_timeout}s") from None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._semaphore is not None:  # always, once entered
-            self._semaphore.release()
-
-
-class _Wrapped:
-    """Storage errors of a peek or reset as `StorageError`: ``with limiter._wrapped: ...``.
-
-    No circuit breaker here: these are operator actions (``inspect``, ``reset``), which
-    should reach the storage and say what failed.
-    """
-
-    __slots__ = ("_limiter",)
-
-    def __init__(self, limiter: _Limiter) -> None:
-        self._limiter = limiter
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if exc is not None and isinstance(exc, self._limiter._errors):
-            raise self._limiter._wrap(exc) from exc
 
 
 class RateLimiter(_Limiter):
