@@ -7,13 +7,17 @@ Each is a context manager, so the sync and the async limiter wrap their calls al
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
-from ..errors import StorageUnavailableError
+from .._breaker import CircuitBreaker
+from ..errors import StorageError, StorageUnavailableError
 from .redis import RedisOptions
 
-__all__ = ["ClusterGate", "Guarded", "Wrapped"]
+__all__ = ["ClusterGate", "Guarded", "Wrap", "Wrapped"]
+
+#: Turns what a storage call raised into the `StorageError` the limiter raises.
+Wrap = Callable[[BaseException], StorageError]
 
 
 class Guarded:
@@ -25,24 +29,24 @@ class Guarded:
     says nothing about the storage, so the probe it may hold is released.
     """
 
-    __slots__ = ("_limiter",)
+    __slots__ = ("_breaker", "_skipped", "_wrap")
 
-    def __init__(self, limiter: Any) -> None:
-        self._limiter = limiter
+    def __init__(self, breaker: CircuitBreaker, wrap: Wrap, url: str) -> None:
+        self._breaker = breaker
+        self._wrap = wrap
+        self._skipped = f"{url} failed recently; skipped until a probe"
 
     def __enter__(self) -> None:
-        limiter = self._limiter
-        if not limiter.breaker.allow():
-            raise StorageUnavailableError(
-                f"{limiter.display_url} failed recently; skipped until a probe")
+        if not self._breaker.allow():
+            raise StorageUnavailableError(self._skipped)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        breaker = self._limiter.breaker
+        breaker = self._breaker
         if exc is None:
             breaker.success()
         elif isinstance(exc, Exception):
-            error = self._limiter._wrap(exc)
+            error = self._wrap(exc)
             breaker.failure(error)
             raise error from exc
         else:
@@ -84,15 +88,16 @@ class Wrapped:
     should reach the storage and say what failed.
     """
 
-    __slots__ = ("_limiter",)
+    __slots__ = ("_errors", "_wrap")
 
-    def __init__(self, limiter: Any) -> None:
-        self._limiter = limiter
+    def __init__(self, errors: tuple[type[BaseException], ...], wrap: Wrap) -> None:
+        self._errors = errors
+        self._wrap = wrap
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if exc is not None and isinstance(exc, self._limiter._errors):
-            raise self._limiter._wrap(exc) from exc
+        if exc is not None and isinstance(exc, self._errors):
+            raise self._wrap(exc) from exc

@@ -69,8 +69,7 @@ class _Limiter:
         self.redis_options = redis_options or RedisOptions()
         self.strategy_name: Strategy = strategy
         self._errors = storage_errors()
-        self._guarded = Guarded(self)
-        self._wrapped = Wrapped(self)
+        self._wrapped = Wrapped(self._errors, self._wrap)
         self._items: dict[str, RateLimitItem] = {}
         #: The in-process store for ``memory://``; ``None`` for every other storage.
         self.memory: MemoryStore | None = None
@@ -107,6 +106,7 @@ class _Limiter:
             ) from None
         self.breaker = CircuitBreaker(on_event=storage_listener(on_event, on_storage_event),
                                       name=f"rate limit storage {self.display_url}")
+        self._guarded = Guarded(self.breaker, self._wrap, self.display_url)
         # Redis storages check a whole plan in one script call; others (memcached,
         # MongoDB, ...) go through limits' strategies, one call per operation.
         self._scripts = ScriptPath.for_storage(self.storage, spec)
