@@ -63,9 +63,10 @@ class _Spelling(Generic[AnyStr]):
         self.join: AnyStr = join
         self.number: AnyStr = number
         self.convert: Callable[[str], AnyStr] = convert
-        #: (policy, quota, window) -> the serialised name and RateLimit-Policy member.
+        #: (policy, id of its limit) -> the serialised name, the RateLimit-Policy member,
+        #: and the limit itself (held, so that no other limit can take its id).
         #: Shared by every renderer: the strings depend on nothing else.
-        self.policies: dict[tuple[str, int, int], tuple[AnyStr, AnyStr]] = {}
+        self.policies: dict[tuple[str, int], tuple[AnyStr, AnyStr, object]] = {}
 
 
 _NAMES = ("RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
@@ -151,26 +152,26 @@ class HeaderRenderer:
     def _member(self, item: PlanItem, quota: Quota, now: float,
                 spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr]:
         """One limit's ``RateLimit-Policy`` and ``RateLimit`` list members."""
-        limit = item.limit
-        found = spelling.policies.get((item.policy, limit.amount, limit.get_expiry()))
-        name, policy = found if found is not None else self._policy(
-            item.policy, limit.amount, limit.get_expiry(), spelling)
+        # Keyed by the limit object: the entry holds it, so its id stays its own.
+        found = spelling.policies.get((item.policy, id(item.limit)))
+        if found is None:
+            found = self._policy(item, spelling)
         delay = math.ceil(quota.reset_at - now)
         remaining = quota.remaining if quota.remaining > 0 else 0  # r is non-negative
-        return policy, spelling.member % (name, remaining, delay if delay > 0 else 0)
+        return found[1], spelling.member % (found[0], remaining, delay if delay > 0 else 0)
 
-    def _policy(self, name: str, quota: int, window: int,
-                spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr]:
+    def _policy(self, item: PlanItem,
+                spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr, object]:
         """The serialised policy name and its ``RateLimit-Policy`` member, cached."""
         cache = spelling.policies
-        found = cache.get((name, quota, window))
-        if found is None:
-            if len(cache) > 4096:  # bounded: policies are config, not input
-                cache.clear()
-            serialised = sf_string(name)
-            found = cache[(name, quota, window)] = (
-                spelling.convert(serialised),
-                spelling.convert(f"{serialised};q={quota};w={window}"))
+        if len(cache) > 4096:  # bounded: policies are config, not input
+            cache.clear()
+        limit = item.limit
+        serialised = sf_string(item.policy)
+        found = cache[(item.policy, id(limit))] = (
+            spelling.convert(serialised),
+            spelling.convert(f"{serialised};q={limit.amount};w={limit.get_expiry()}"),
+            limit)
         return found
 
 

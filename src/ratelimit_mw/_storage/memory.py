@@ -60,6 +60,9 @@ class MemoryStore:
         self.max_keys = max_keys
         spec = strategy_named(strategy)
         self._algorithm = spec.memory
+        # Bound once: the single-limit path calls them on every request.
+        self._read = spec.memory.read
+        self._write = spec.memory.write
         self._decode = spec.decode
         self._clock = clock
         self._lock = threading.Lock()
@@ -89,9 +92,8 @@ class MemoryStore:
                 key = item.limit_key or item_key(item)
                 if len(self.data) >= self.max_keys and key not in self.data:
                     key = self._room_for(item, key, now)
-                algorithm = self._algorithm
-                state, fits = algorithm.read(self, key, item, now, consume)
-                return algorithm.write(self, key, item, state, fits, consume and fits, now)
+                state, fits = self._read(self, key, item, now, consume)
+                return self._write(self, key, item, state, fits, consume and fits, now)
             return decide_in_memory(self._algorithm, self, plan, now, consume)
 
     def clear(self, key: str) -> None:
