@@ -86,20 +86,22 @@ def test_bad_topology_url_fails_clearly(kind: str) -> None:
         RateLimiter(f"redis+{kind}s://127.0.0.1:1")
 
 
-async def test_cluster_burst_is_exact_with_the_default_policy(
-        redis_cluster: PrivateCluster) -> None:
+@pytest.mark.parametrize("policy", ["memory", "allow", "deny"])
+async def test_cluster_burst_is_exact_with_every_policy(redis_cluster: PrivateCluster,
+                                                      policy: str) -> None:
     # 200 requests at once for one identity all go to one node, more than its pool holds
     # (64 connections): they must wait for a connection, not fail over to the per-process
     # fallback, so exactly the limit passes.
     fallbacks: list[bool] = []
     app = RateLimitMiddleware(
-        _ok, storage=redis_cluster.url, rules=[Rule("/burst", "100/minute", name="burst")],
+        _ok, storage=redis_cluster.url, on_storage_error=policy,  # type: ignore[arg-type]
+        rules=[Rule(f"/burst-{policy}", "100/minute", name=f"burst-{policy}")],
         redis_options=RedisOptions(socket_timeout=10, socket_connect_timeout=10,
                                    pool_timeout=30),
         on_event=lambda event: fallbacks.append(event.fallback))
 
     async def one(client: httpx.AsyncClient) -> int:
-        return (await client.get("/burst")).status_code
+        return (await client.get(f"/burst-{policy}")).status_code
 
     transport = httpx.ASGITransport(app=app, client=("203.0.113.99", 1234))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
