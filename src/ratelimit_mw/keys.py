@@ -19,7 +19,7 @@ from ._addresses import rightmost as _rightmost
 from ._request import RequestInfo
 from .errors import ConfigurationError
 
-__all__ = ["KeyFunc", "api_key", "chain", "client_ip", "header", "shared"]
+__all__ = ["KeyFunc", "api_key", "chain", "client_in", "client_ip", "header", "shared"]
 
 KeyFunc: TypeAlias = Callable[[RequestInfo], "str | None"]
 
@@ -142,41 +142,91 @@ def client_ip(
     Security: a client can write any forwarding header it likes; only entries appended by
     proxies you trust are believed, and malformed ones never are.
     """
-    if trusted_proxies is not None and trusted_hops is not None:
-        raise ConfigurationError(
-            "client_ip(): give trusted_proxies or trusted_hops, not both"
-        )
-    if isinstance(trusted_proxies, str):
-        raise ConfigurationError(
-            f"client_ip(trusted_proxies={trusted_proxies!r}): pass a list of CIDRs, "
-            f"e.g. [{trusted_proxies!r}]"
-        )
-    networks: list[_IPNetwork] = []
-    for cidr in trusted_proxies or ():
-        try:
-            networks.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
-            raise ConfigurationError(
-                f"client_ip(trusted_proxies=...): {cidr!r} is not an IP network; "
-                "write it as '10.0.0.0/8' or '192.0.2.1'"
-            ) from None
-    if trusted_hops is not None and (
-        isinstance(trusted_hops, bool) or not isinstance(trusted_hops, int) or trusted_hops < 1
-    ):
-        raise ConfigurationError(
-            f"client_ip(trusted_hops={trusted_hops!r}): must be a whole number >= 1"
-        )
-    name = header.strip().lower()
-    if name not in _FORWARD_HEADERS:
-        raise ConfigurationError(
-            f"client_ip(header={header!r}): use one of "
-            + ", ".join(h.title() for h in _FORWARD_HEADERS)
-        )
     if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int) or not (
         1 <= ipv6_prefix <= 128
     ):
         raise ConfigurationError(f"client_ip(ipv6_prefix={ipv6_prefix!r}): must be 1..128")
-    return _ClientIP(name, tuple(networks), trusted_hops or 0, ipv6_prefix)
+    return _resolver("client_ip", trusted_proxies, trusted_hops, header, ipv6_prefix)
+
+
+def _resolver(where: str, trusted_proxies: Iterable[str] | None, trusted_hops: int | None,
+              header: str, ipv6_prefix: int = 128) -> _ClientIP:
+    """The `_ClientIP` for a proxy configuration, checked; errors name *where*."""
+    if trusted_proxies is not None and trusted_hops is not None:
+        raise ConfigurationError(
+            f"{where}(): give trusted_proxies or trusted_hops, not both"
+        )
+    networks = _networks(trusted_proxies, f"{where}(trusted_proxies=...)")
+    if trusted_hops is not None and (
+        isinstance(trusted_hops, bool) or not isinstance(trusted_hops, int) or trusted_hops < 1
+    ):
+        raise ConfigurationError(
+            f"{where}(trusted_hops={trusted_hops!r}): must be a whole number >= 1"
+        )
+    name = header.strip().lower()
+    if name not in _FORWARD_HEADERS:
+        raise ConfigurationError(
+            f"{where}(header={header!r}): use one of "
+            + ", ".join(h.title() for h in _FORWARD_HEADERS)
+        )
+    return _ClientIP(name, networks, trusted_hops or 0, ipv6_prefix)
+
+
+def _networks(cidrs: Iterable[str] | None, where: str) -> tuple[_IPNetwork, ...]:
+    if isinstance(cidrs, str):
+        raise ConfigurationError(f"{where}: pass a list of CIDRs, e.g. [{cidrs!r}], "
+                                 f"not {cidrs!r}")
+    networks: list[_IPNetwork] = []
+    for cidr in cidrs or ():
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{where}: {cidr!r} is not an IP network; write it as '10.0.0.0/8' or "
+                "'192.0.2.1'"
+            ) from None
+    return tuple(networks)
+
+
+class _ClientIn:
+    __slots__ = ("_networks", "_resolver")
+
+    def __init__(self, networks: tuple[_IPNetwork, ...], resolver: _ClientIP) -> None:
+        self._networks = networks
+        self._resolver = resolver
+
+    def __call__(self, request: RequestInfo) -> bool:
+        address = self._resolver.address(request)
+        return address is not None and any(address in net for net in self._networks)
+
+
+def client_in(
+    networks: Iterable[str],
+    *,
+    trusted_proxies: Iterable[str] | None = None,
+    trusted_hops: int | None = None,
+    header: str = "X-Forwarded-For",
+) -> Callable[[RequestInfo], bool]:
+    """A predicate: is the client in one of *networks* (CIDRs)? For ``exempt_when=``.
+
+    The client address is resolved exactly as `client_ip` resolves it, with the same
+    proxy trust (*trusted_proxies* / *trusted_hops* / *header*): by default the socket
+    peer, and forwarding headers only from your proxies. Give it the trust you gave
+    ``client_ip``, or an allow-list can be reached by writing ``X-Forwarded-For``.
+
+    Example::
+
+        RateLimitMiddleware(app, default_limits="100/minute",
+                            exempt_when=keys.client_in(["10.0.0.0/8"],
+                                                       trusted_proxies=["192.0.2.0/24"]))
+
+    Security: a peer outside *trusted_proxies* is the client, whatever header it sends,
+    so a forged ``X-Forwarded-For: 10.0.0.1`` exempts no one.
+    """
+    allowed = _networks(networks, "client_in(networks=...)")
+    if not allowed:
+        raise ConfigurationError("client_in(): give at least one network")
+    return _ClientIn(allowed, _resolver("client_in", trusted_proxies, trusted_hops, header))
 
 
 def _digest(secret: str) -> str:
