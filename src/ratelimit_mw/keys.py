@@ -156,7 +156,7 @@ def _resolver(where: str, trusted_proxies: Iterable[str] | None, trusted_hops: i
         raise ConfigurationError(
             f"{where}(): give trusted_proxies or trusted_hops, not both"
         )
-    networks = _networks(trusted_proxies, f"{where}(trusted_proxies=...)")
+    networks = _networks(trusted_proxies, where, "trusted_proxies")
     if trusted_hops is not None and (
         isinstance(trusted_hops, bool) or not isinstance(trusted_hops, int) or trusted_hops < 1
     ):
@@ -172,18 +172,19 @@ def _resolver(where: str, trusted_proxies: Iterable[str] | None, trusted_hops: i
     return _ClientIP(name, networks, trusted_hops or 0, ipv6_prefix)
 
 
-def _networks(cidrs: Iterable[str] | None, where: str) -> tuple[_IPNetwork, ...]:
+def _networks(cidrs: Iterable[str] | None, where: str,
+              option: str) -> tuple[_IPNetwork, ...]:
     if isinstance(cidrs, str):
-        raise ConfigurationError(f"{where}: pass a list of CIDRs, e.g. [{cidrs!r}], "
-                                 f"not {cidrs!r}")
+        raise ConfigurationError(f"{where}({option}={cidrs!r}): pass a list of CIDRs, "
+                                 f"e.g. [{cidrs!r}]")
     networks: list[_IPNetwork] = []
     for cidr in cidrs or ():
         try:
             networks.append(ipaddress.ip_network(cidr, strict=False))
         except (TypeError, ValueError):
             raise ConfigurationError(
-                f"{where}: {cidr!r} is not an IP network; write it as '10.0.0.0/8' or "
-                "'192.0.2.1'"
+                f"{where}({option}=...): {cidr!r} is not an IP network; write it as "
+                "'10.0.0.0/8' or '192.0.2.1'"
             ) from None
     return tuple(networks)
 
@@ -223,7 +224,7 @@ def client_in(
     Security: a peer outside *trusted_proxies* is the client, whatever header it sends,
     so a forged ``X-Forwarded-For: 10.0.0.1`` exempts no one.
     """
-    allowed = _networks(networks, "client_in(networks=...)")
+    allowed = _networks(networks, "client_in", "networks")
     if not allowed:
         raise ConfigurationError("client_in(): give at least one network")
     return _ClientIn(allowed, _resolver("client_in", trusted_proxies, trusted_hops, header))
