@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import socket
 
+import httpx
+
+from ratelimit_mw import RequestInfo
 from tests.redis_server import free_port
 
 #: Paths an application routes to ``/login``: each must normalise to it, so that none
@@ -77,3 +80,14 @@ class WatchedPort:
 
     def close(self) -> None:
         self._socket.close()
+
+
+def internal(request: RequestInfo) -> bool:
+    """An ``exempt_when`` predicate for the tests: the request says ``X-Internal: yes``."""
+    return request.header("x-internal") == "yes"
+
+
+def untouched(response: httpx.Response) -> bool:
+    """The app's ``/state`` answer, passed through: no quota header, no decision."""
+    return response.status_code == 200 and response.json() == {"decision": False} and not [
+        name for name in response.headers if "ratelimit" in name]

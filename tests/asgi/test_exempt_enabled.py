@@ -12,22 +12,12 @@ from ratelimit_mw import RateLimitMiddleware, Rule, keys
 from ratelimit_mw._types import Message
 from ratelimit_mw.errors import ConfigurationError
 from tests.apps import starlette_app
-from tests.helpers import WatchedPort
+from tests.helpers import WatchedPort, internal, untouched
 
 
 def client(app: Any, peer: str = "203.0.113.7") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=(peer, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
-
-
-def internal(request: Any) -> bool:
-    return request.header("x-internal") == "yes"
-
-
-def untouched(response: httpx.Response) -> bool:
-    """Passed through as the app answered it: no quota header, no decision."""
-    return response.status_code == 200 and response.json() == {"decision": False} and not [
-        name for name in response.headers if "ratelimit" in name]
 
 
 async def test_middleware_exempt_when_skips_every_route(storage_url: str) -> None:

@@ -24,6 +24,7 @@ from ratelimit_mw import (
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
 from tests.apps import flask_app, starlette_app
+from tests.helpers import internal
 from tests.redis_monitor import Monitor, client_commands
 from tests.redis_server import PrivateRedis
 
@@ -98,10 +99,6 @@ async def test_async_noscript_after_restart_is_reloaded(server: PrivateRedis) ->
 
 
 # -- requests the middleware does not limit make no round trip ----------------------------
-
-
-def internal(request: RequestInfo) -> bool:
-    return request.header("x-internal") == "yes"
 
 
 EXEMPT = {"middleware": {"exempt_when": internal},

@@ -9,22 +9,12 @@ import httpx
 
 from ratelimit_mw import Rule, WSGIRateLimitMiddleware, keys
 from tests.apps import flask_app
-from tests.helpers import WatchedPort
+from tests.helpers import WatchedPort, internal, untouched
 
 
 def client(app: Any, peer: str = "203.0.113.7") -> httpx.Client:
     transport = httpx.WSGITransport(app=app, remote_addr=peer)
     return httpx.Client(transport=transport, base_url="http://testserver")
-
-
-def internal(request: Any) -> bool:
-    return request.header("x-internal") == "yes"
-
-
-def untouched(response: httpx.Response) -> bool:
-    """Passed through as the app answered it: no quota header, no decision."""
-    return response.status_code == 200 and response.json() == {"decision": False} and not [
-        name for name in response.headers if "ratelimit" in name]
 
 
 def wrap(**options: Any) -> WSGIRateLimitMiddleware:
