@@ -29,6 +29,11 @@ async def decision(request: Request) -> JSONResponse:
                          "remaining": [q.remaining for q in found.quotas]})
 
 
+async def state(request: Request) -> JSONResponse:
+    """Whether the middleware left a decision for this request."""
+    return JSONResponse({"decision": "ratelimit" in request.scope.get("state", {})})
+
+
 async def stream(request: Request) -> StreamingResponse:
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(5):
@@ -45,6 +50,7 @@ starlette_app = Starlette(routes=[
     Route("/decision", decision),
     Route("/stream", stream),
     Route("/search", echo),
+    Route("/state", state),
 ])
 
 
@@ -65,5 +71,9 @@ def flask_app() -> flask.Flask:
     def whoami() -> dict[str, Any]:
         decision = flask.request.environ["ratelimit_mw.decision"]
         return {"rule": decision.plan.rule, "remaining": decision.quotas[0].remaining}
+
+    @app.get("/state")
+    def state() -> dict[str, Any]:
+        return {"decision": "ratelimit_mw.decision" in flask.request.environ}
 
     return app

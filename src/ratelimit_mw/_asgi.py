@@ -60,6 +60,8 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
     handshakes are limited too (``websockets="limit"``): a refused one is denied with a
     429 where the server supports the ``websocket.http.response`` extension, else
     closed with code 1008 (1013 when the storage failed and the policy is ``deny``).
+    ``enabled=False`` passes every request through untouched and builds no limiter;
+    ``exempt_when`` lets the requests it returns ``True`` for through the same way.
     Lifespan passes through; at its shutdown the middleware closes a limiter it built
     (not one passed as *limiter*). Other scope types pass through untouched.
 
@@ -82,15 +84,18 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         super().__init__(app, limited_app=limited_app, **options)
         if websockets not in _WEBSOCKETS:
             raise ConfigurationError(f"websockets={websockets!r}: use 'limit' or 'pass'")
-        self._kinds = ("http", "websocket") if websockets == "limit" else ("http",)
+        # Disabled: no scope type is limited, so every request takes the pass-through
+        # branch that lifespan takes, and the enabled path pays nothing for the switch.
+        self._kinds = () if not self.enabled else ("http", "websocket") if (
+            websockets == "limit") else ("http",)
         # A limiter we built is ours to close at lifespan shutdown; one passed in is not.
-        self._owns_limiter = self.options.limiter is None
+        self._owns_limiter = self.enabled and self.options.limiter is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in self._kinds:
             if kind == "lifespan" and self._owns_limiter:
-                send = _CloseOnShutdown(send, self.limiter)
+                send = _CloseOnShutdown(send, self._checker)
             await self.app(scope, receive, send)
             return
         plan = self.policy.plan(RequestInfo.from_scope(scope))
@@ -99,10 +104,10 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
             return
         started = time.perf_counter() if self._on_event is not None else 0.0
         error: StorageError | None = None
-        decision = self.limiter.check_nowait(plan)
+        decision = self._checker.check_nowait(plan)
         if decision is None:
             try:
-                decision = await self.limiter.acheck(plan)
+                decision = await self._checker.acheck(plan)
             except StorageError as exc:
                 error = exc
                 decision = self._storage_failed(plan, exc)

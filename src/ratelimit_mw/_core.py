@@ -14,7 +14,16 @@ from urllib.parse import quote
 from limits import RateLimitItem
 
 from ._request import RequestInfo
-from ._rules import CompiledRule, LimitsSpec, Rule, RuleTable, key_functions, parse_limits
+from ._rules import (
+    CompiledRule,
+    ExemptFunc,
+    LimitsSpec,
+    Rule,
+    RuleTable,
+    exempt_predicate,
+    key_functions,
+    parse_limits,
+)
 from .errors import ConfigurationError
 from .keys import KeyFunc, client_ip
 
@@ -195,9 +204,10 @@ class Policy:
 
     Requests that no rule matches share one ``default`` counter per client, whatever
     their path: counting per path would let a client escape by varying it.
+    *exempt_when* is asked first, for every request: ``True`` means no plan.
     """
 
-    __slots__ = ("_default", "_entries", "_key", "_plans", "table")
+    __slots__ = ("_default", "_entries", "_exempt_when", "_key", "_plans", "table")
 
     def __init__(
         self,
@@ -206,9 +216,11 @@ class Policy:
         key: KeyFunc | Sequence[KeyFunc] | None = None,
         rules: Iterable[Rule] = (),
         shadow: bool = False,
+        exempt_when: ExemptFunc | None = None,
     ) -> None:
         if not isinstance(shadow, bool):
             raise ConfigurationError(f"shadow={shadow!r}: must be True or False")
+        self._exempt_when = exempt_predicate(exempt_when)
         if isinstance(rules, Rule):
             rules = [rules]
         self.table = RuleTable(rules)
@@ -235,12 +247,14 @@ class Policy:
 
     def plan(self, request: RequestInfo) -> Plan | None:
         """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
+        if self._exempt_when is not None and self._exempt_when(request):
+            return None
         rule = self.table.match(request)
         if rule is None:
             entry = self._default
             if entry is None:
                 return None
-        elif rule.exempt:
+        elif rule.may_exempt and (rule.exempt_when is None or rule.exempt_when(request)):
             return None
         else:
             entry = self._entries[id(rule)]

@@ -30,6 +30,9 @@ class MiddlewareBase(Generic[L, A]):
     """
 
     _limiter_class: type[L]
+    #: The limiter requests are checked with; set only when enabled (``limiter`` is the
+    #: public view, ``None`` on a disabled middleware that was given none).
+    _checker: L
     _protocol: str  # "ASGI" or "WSGI", for messages
     _too_many_requests: Any
 
@@ -44,22 +47,28 @@ class MiddlewareBase(Generic[L, A]):
         self._on_event = settings.on_event
         self.renderer = settings.renderer()
         self.on_storage_error = settings.on_storage_error
+        self.enabled = settings.enabled
         limiter = settings.limiter
-        if limiter is not None:
-            if not isinstance(limiter, self._limiter_class):
-                raise ConfigurationError(
-                    f"limiter={limiter!r}: this middleware needs a "
-                    f"{self._limiter_class.__name__}"
-                )
-            self.limiter: L = limiter
-        else:
-            self.limiter = self._limiter_class(
+        if limiter is not None and not isinstance(limiter, self._limiter_class):
+            raise ConfigurationError(
+                f"limiter={limiter!r}: this middleware needs a "
+                f"{self._limiter_class.__name__}"
+            )
+        self._fallback: MemoryStore | None = None
+        if not settings.enabled:
+            # Off means off: building a limiter may open a pool or resolve a URL, and a
+            # switched-off middleware must not depend on a storage being there.
+            self.limiter: L | None = limiter
+            return
+        if limiter is None:
+            limiter = self._limiter_class(
                 settings.storage, strategy=settings.strategy,
                 redis_options=settings.redis_options, on_event=settings.on_event,
                 on_storage_event=settings.on_storage_event)
+        self.limiter = self._checker = limiter
         # "memory": the same rules, counted in this process, while the storage is down.
-        self._fallback = MemoryStore(self.limiter.strategy_name) if (
-            settings.on_storage_error == "memory") else None
+        if settings.on_storage_error == "memory":
+            self._fallback = MemoryStore(limiter.strategy_name)
 
     def _report(self, plan: Plan, decision: Decision, started: float,
                 error: StorageError | None) -> bool:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ._core import Policy
 from ._headers import HeaderMode, HeaderRenderer
-from ._rules import LimitsSpec, Rule
+from ._rules import ExemptFunc, LimitsSpec, Rule, exempt_predicate
 from ._storage.redis import RedisOptions
 from ._strategies import Strategy, strategy_named
 from .errors import ConfigurationError
@@ -57,6 +57,8 @@ class MiddlewareOptions:
     on_event: EventHook | None = None
     on_storage_event: StorageEventHook | None = None
     shadow: bool = False
+    exempt_when: ExemptFunc | None = None
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.limiter is None:
@@ -68,21 +70,26 @@ class MiddlewareOptions:
                 raise ConfigurationError(
                     "give limiter= or storage=/strategy=/redis_options=/on_storage_event=, "
                     "not both: the limiter already has its storage, strategy and hooks")
+        if not isinstance(self.enabled, bool):
+            # A truthy string such as "false" would otherwise leave the limiter on.
+            raise ConfigurationError(f"enabled={self.enabled!r}: must be True or False")
         HeaderRenderer(self.headers)  # raises for an unknown mode
         if self.on_storage_error not in ON_STORAGE_ERROR:
             raise ConfigurationError(f"on_storage_error={self.on_storage_error!r}: use one "
                                      f"of {', '.join(ON_STORAGE_ERROR)}")
         if self.on_event is not None and not callable(self.on_event):
             raise ConfigurationError("on_event must be a callable taking a RateLimitEvent")
+        exempt_predicate(self.exempt_when)
         # Tuples: a generator of rules is read once, here, and the options stay immutable.
         object.__setattr__(self, "rules", (self.rules,) if isinstance(self.rules, Rule)
                            else tuple(self.rules) if isinstance(self.rules, Iterable)
                            else self.rules)
 
     def policy(self) -> Policy:
-        """The `Policy` these options describe (rules, defaults, keys, shadow mode)."""
+        """The `Policy` these options describe (rules, defaults, keys, shadow mode,
+        exemptions)."""
         return Policy(default_limits=self.default_limits, key=self.key, rules=self.rules,
-                      shadow=self.shadow)
+                      shadow=self.shadow, exempt_when=self.exempt_when)
 
     def renderer(self) -> HeaderRenderer:
         """The header renderer for the ``headers`` mode."""
@@ -111,3 +118,5 @@ class MiddlewareKwargs(TypedDict, total=False):
     on_event: EventHook | None
     on_storage_event: StorageEventHook | None
     shadow: bool
+    exempt_when: ExemptFunc | None
+    enabled: bool

@@ -13,10 +13,12 @@ from ._request import RequestInfo, normalize_path
 from .errors import ConfigurationError
 from .keys import KeyFunc
 
-__all__ = ["CompiledRule", "LimitsSpec", "Rule", "RuleTable", "parse_limits"]
+__all__ = ["CompiledRule", "ExemptFunc", "LimitsSpec", "Rule", "RuleTable", "parse_limits"]
 
 LimitsSpec: TypeAlias = "str | RateLimitItem | Sequence[str | RateLimitItem]"
 CostFunc: TypeAlias = Callable[[RequestInfo], int]
+#: ``exempt_when=``: ``True`` lets the request through unlimited and uncounted.
+ExemptFunc: TypeAlias = Callable[[RequestInfo], bool]
 
 #: The namespace of every limit item this package creates; the first part of its keys.
 NAMESPACE = "rl"
@@ -83,6 +85,15 @@ def key_functions(key: KeyFunc | Sequence[KeyFunc] | None, where: str) -> tuple[
             raise ConfigurationError(f"{where}: key {function!r} is not callable; use "
                                      "ratelimit_mw.keys or (RequestInfo) -> str | None")
     return functions
+
+
+def exempt_predicate(value: ExemptFunc | None, where: str = "") -> ExemptFunc | None:
+    """Check an ``exempt_when=`` option: ``None`` or a callable; errors name *where*."""
+    if value is not None and not callable(value):
+        prefix = f"{where}: " if where else ""
+        raise ConfigurationError(f"{prefix}exempt_when={value!r} is not callable; use "
+                                 "(RequestInfo) -> bool, e.g. keys.client_in([...])")
+    return value
 
 
 def compile_template(template: str) -> tuple[str, re.Pattern[str] | None]:
@@ -155,6 +166,11 @@ class Rule:
         Rule("/api/{version}/search", "10/second;1000/hour", key=keys.api_key("X-API-Key"))
         Rule("/reports/{id}", "100/hour", cost=10, name="reports")
         Rule("/health", exempt=True)
+        Rule("/search", "10/second", exempt_when=keys.client_in(["10.0.0.0/8"]))
+
+    *exempt_when* is ``(RequestInfo) -> bool``, asked for each request the rule matches:
+    ``True`` lets that request through uncounted, without quota headers or a decision;
+    ``False`` applies the rule's limits as usual.
 
     ``methods=["GET"]`` covers ``HEAD`` too, as frameworks route HEAD to the GET
     handler. *limits* ``None`` means the middleware's ``default_limits`` counted in this
@@ -172,6 +188,7 @@ class Rule:
     exempt: bool = False
     name: str | None = None
     shadow: bool | None = None
+    exempt_when: ExemptFunc | None = None
     _compiled: CompiledRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -196,6 +213,10 @@ class CompiledRule:
     exempt: bool
     name: str
     shadow: bool | None
+    exempt_when: ExemptFunc | None
+    #: ``exempt`` or ``exempt_when``: the one flag `Policy.plan` reads, so that rules
+    #: without a predicate cost no more than before predicates existed.
+    may_exempt: bool
 
     @classmethod
     def build(cls, rule: Rule) -> CompiledRule:
@@ -231,6 +252,10 @@ class CompiledRule:
                                      f"got {rule.exempt!r}")
         if rule.exempt and limits:
             raise ConfigurationError(f"{where}: an exempt rule takes no limits")
+        exempt_when = exempt_predicate(rule.exempt_when, where)
+        if rule.exempt and exempt_when is not None:
+            raise ConfigurationError(f"{where}: exempt=True already exempts every request; "
+                                     "give exempt_when= alone to exempt some")
         keys = key_functions(rule.key, where)
         cost = rule.cost
         if not callable(cost) and (
@@ -243,7 +268,8 @@ class CompiledRule:
         if rule.shadow is not None and not isinstance(rule.shadow, bool):
             raise ConfigurationError(f"{where}: shadow must be True, False or None")
         return cls(template, regex, methods, limits, keys, cost, rule.exempt,
-                   rule.name or template, rule.shadow)
+                   rule.name or template, rule.shadow, exempt_when,
+                   rule.exempt or exempt_when is not None)
 
     def matches(self, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:

@@ -54,7 +54,9 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
     The same options as `ratelimit_mw.RateLimitMiddleware`. Allowed requests reach
     *app* with the quota headers added to its ``start_response``; refused ones get a 429
     ``application/problem+json`` body (or *limited_app*, a WSGI app of yours). The app
-    finds the decision in ``environ["ratelimit_mw.decision"]``. The app's iterable is
+    finds the decision in ``environ["ratelimit_mw.decision"]``; requests that
+    ``exempt_when`` exempts, and every request when ``enabled=False``, pass through
+    without one (and without headers). The app's iterable is
     returned as it is, so ``close()``, ``write`` and ``exc_info`` keep working.
 
     Security: the client is ``REMOTE_ADDR`` unless you configure trusted proxies in
@@ -66,13 +68,15 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
     _too_many_requests = staticmethod(_too_many_requests)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.enabled:
+            return self.app(environ, start_response)
         plan = self.policy.plan(RequestInfo.from_environ(environ))
         if plan is None:
             return self.app(environ, start_response)
         started = time.perf_counter() if self._on_event is not None else 0.0
         error: StorageError | None = None
         try:
-            decision = self.limiter.check(plan)
+            decision = self._checker.check(plan)
         except StorageError as exc:
             error = exc
             decision = self._storage_failed(plan, exc)

@@ -65,7 +65,9 @@ class Settings:
         flask_app.wsgi_app = WSGIRateLimitMiddleware(flask_app.wsgi_app,
                                                      **settings.middleware_options())
 
-    One object configures both the ASGI and the WSGI middleware.
+    One object configures both the ASGI and the WSGI middleware. ``enabled = false``
+    (``RATELIMIT_ENABLED=false``) switches both off: requests pass through untouched and
+    no storage is built or contacted.
     """
 
     storage: str | None = None
@@ -81,10 +83,11 @@ class Settings:
     max_connections: int = 64
     pool_timeout: float = 1.0
     batch: bool = True
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         # TOML spells booleans true/false: say so, in its words.
-        for name in ("shadow", "batch"):
+        for name in ("shadow", "batch", "enabled"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name}={getattr(self, name)!r}: must be true or "
                                          "false")

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 from collections.abc import Callable, Iterable
 from typing import TypeAlias
 from urllib.parse import parse_qsl
 
+from ._addresses import IPAddress as _IPAddress
+from ._addresses import forwarded_for as _forwarded_for
+from ._addresses import parse_ip
+from ._addresses import rightmost as _rightmost
 from ._request import RequestInfo
 from .errors import ConfigurationError
 
-__all__ = ["KeyFunc", "api_key", "chain", "client_ip", "header", "shared"]
+__all__ = ["KeyFunc", "api_key", "chain", "client_in", "client_ip", "header", "shared"]
 
 KeyFunc: TypeAlias = Callable[[RequestInfo], "str | None"]
 
-_IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Forwarding headers we know how to read: a list of addresses, nearest hop last.
@@ -33,86 +35,6 @@ _FORWARD_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "true-client-ip
 #: any length, and each entry costs an address parse. Past the bound the last trusted
 #: address examined is the client: the walk never believes an entry it did not check.
 _MAX_HOPS = 32
-
-
-def parse_ip(value: str) -> _IPAddress | None:
-    """Parse one address as proxies write it; ``None`` for anything malformed.
-
-    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``::1``, ``[::1]``, ``[::1]:80`` and the quoted
-    RFC 7239 forms; IPv4-mapped IPv6 becomes IPv4. Rejects ``unknown``, obfuscated
-    identifiers (``_hidden``), host names, and anything else.
-    """
-    value = value.strip().strip('"')
-    if not value or len(value) > 64:
-        return None
-    # Only '[v6]', '[v6]:port', 'v4:port' (port: digits or an RFC 7239 obfport) are
-    # taken apart: what follows ']' or ':' must be such a port and brackets must hold
-    # IPv6, so that values such as '[::1]junk', '1.2.3.4:' or '[1.2.3.4]' count as
-    # malformed, never as addresses.
-    bracketed = value.startswith("[")
-    if bracketed:
-        end = value.find("]")
-        if end < 0 or not _valid_port(value[end + 1:], optional=True):
-            return None
-        value = value[1:end]
-    elif value.count(":") == 1:  # IPv4 with a port
-        value, _, port = value.partition(":")
-        if not _valid_port(port, optional=False):
-            return None
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    if bracketed and not isinstance(address, ipaddress.IPv6Address):
-        return None  # brackets are IPv6 syntax only (RFC 3986, RFC 7239)
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-        if address.scope_id:  # "fe80::1%eth0": the zone is the proxy's business, not ours
-            return ipaddress.IPv6Address(value.split("%", 1)[0])
-    return address
-
-
-_PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")
-
-
-def _valid_port(text: str, *, optional: bool) -> bool:
-    """``text`` is ``":" port`` after a bracket (or ``""`` if *optional*), or a bare port."""
-    if optional:
-        if not text:
-            return True
-        if not text.startswith(":"):
-            return False
-        text = text[1:]
-    return _PORT.fullmatch(text) is not None
-
-
-def _rightmost(value: str, count: int) -> list[str]:
-    """The last *count* comma-separated entries of *value* (all, if fewer), in order.
-
-    Only the commas of those entries are looked for, and only they are copied (rsplit
-    would copy the rest of the header too): the cost depends on the entries read, not on
-    how long a client made the part of the header left of them.
-    """
-    start = len(value)
-    for _ in range(count):
-        start = value.rfind(",", 0, start)
-        if start < 0:
-            return value.split(",")
-    return value[start + 1:].split(",")
-
-
-def _forwarded_for(elements: list[str]) -> list[str]:
-    """The ``for=`` values of RFC 7239 ``Forwarded`` *elements*, in order; malformed → ``""``."""
-    out: list[str] = []
-    for element in elements:
-        found = ""
-        for pair in element.split(";"):
-            name, sep, val = pair.partition("=")
-            if sep and name.strip().lower() == "for":
-                found = val.strip()
-        out.append(found)
-    return out
 
 
 class _ClientIP:
@@ -220,41 +142,92 @@ def client_ip(
     Security: a client can write any forwarding header it likes; only entries appended by
     proxies you trust are believed, and malformed ones never are.
     """
-    if trusted_proxies is not None and trusted_hops is not None:
-        raise ConfigurationError(
-            "client_ip(): give trusted_proxies or trusted_hops, not both"
-        )
-    if isinstance(trusted_proxies, str):
-        raise ConfigurationError(
-            f"client_ip(trusted_proxies={trusted_proxies!r}): pass a list of CIDRs, "
-            f"e.g. [{trusted_proxies!r}]"
-        )
-    networks: list[_IPNetwork] = []
-    for cidr in trusted_proxies or ():
-        try:
-            networks.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
-            raise ConfigurationError(
-                f"client_ip(trusted_proxies=...): {cidr!r} is not an IP network; "
-                "write it as '10.0.0.0/8' or '192.0.2.1'"
-            ) from None
-    if trusted_hops is not None and (
-        isinstance(trusted_hops, bool) or not isinstance(trusted_hops, int) or trusted_hops < 1
-    ):
-        raise ConfigurationError(
-            f"client_ip(trusted_hops={trusted_hops!r}): must be a whole number >= 1"
-        )
-    name = header.strip().lower()
-    if name not in _FORWARD_HEADERS:
-        raise ConfigurationError(
-            f"client_ip(header={header!r}): use one of "
-            + ", ".join(h.title() for h in _FORWARD_HEADERS)
-        )
     if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int) or not (
         1 <= ipv6_prefix <= 128
     ):
         raise ConfigurationError(f"client_ip(ipv6_prefix={ipv6_prefix!r}): must be 1..128")
-    return _ClientIP(name, tuple(networks), trusted_hops or 0, ipv6_prefix)
+    return _resolver("client_ip", trusted_proxies, trusted_hops, header, ipv6_prefix)
+
+
+def _resolver(where: str, trusted_proxies: Iterable[str] | None, trusted_hops: int | None,
+              header: str, ipv6_prefix: int = 128) -> _ClientIP:
+    """The `_ClientIP` for a proxy configuration, checked; errors name *where*."""
+    if trusted_proxies is not None and trusted_hops is not None:
+        raise ConfigurationError(
+            f"{where}(): give trusted_proxies or trusted_hops, not both"
+        )
+    networks = _networks(trusted_proxies, where, "trusted_proxies")
+    if trusted_hops is not None and (
+        isinstance(trusted_hops, bool) or not isinstance(trusted_hops, int) or trusted_hops < 1
+    ):
+        raise ConfigurationError(
+            f"{where}(trusted_hops={trusted_hops!r}): must be a whole number >= 1"
+        )
+    name = header.strip().lower()
+    if name not in _FORWARD_HEADERS:
+        raise ConfigurationError(
+            f"{where}(header={header!r}): use one of "
+            + ", ".join(h.title() for h in _FORWARD_HEADERS)
+        )
+    return _ClientIP(name, networks, trusted_hops or 0, ipv6_prefix)
+
+
+def _networks(cidrs: Iterable[str] | None, where: str,
+              option: str) -> tuple[_IPNetwork, ...]:
+    if isinstance(cidrs, str):
+        raise ConfigurationError(f"{where}({option}={cidrs!r}): pass a list of CIDRs, "
+                                 f"e.g. [{cidrs!r}]")
+    networks: list[_IPNetwork] = []
+    for cidr in cidrs or ():
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{where}({option}=...): {cidr!r} is not an IP network; write it as "
+                "'10.0.0.0/8' or '192.0.2.1'"
+            ) from None
+    return tuple(networks)
+
+
+class _ClientIn:
+    __slots__ = ("_networks", "_resolver")
+
+    def __init__(self, networks: tuple[_IPNetwork, ...], resolver: _ClientIP) -> None:
+        self._networks = networks
+        self._resolver = resolver
+
+    def __call__(self, request: RequestInfo) -> bool:
+        address = self._resolver.address(request)
+        return address is not None and any(address in net for net in self._networks)
+
+
+def client_in(
+    networks: Iterable[str],
+    *,
+    trusted_proxies: Iterable[str] | None = None,
+    trusted_hops: int | None = None,
+    header: str = "X-Forwarded-For",
+) -> Callable[[RequestInfo], bool]:
+    """A predicate: is the client in one of *networks* (CIDRs)? For ``exempt_when=``.
+
+    The client address is resolved exactly as `client_ip` resolves it, with the same
+    proxy trust (*trusted_proxies* / *trusted_hops* / *header*): by default the socket
+    peer, and forwarding headers only from your proxies. Give it the trust you gave
+    ``client_ip``, or an allow-list can be reached by writing ``X-Forwarded-For``.
+
+    Example::
+
+        RateLimitMiddleware(app, default_limits="100/minute",
+                            exempt_when=keys.client_in(["10.0.0.0/8"],
+                                                       trusted_proxies=["192.0.2.0/24"]))
+
+    Security: a peer outside *trusted_proxies* is the client, whatever header it sends,
+    so a forged ``X-Forwarded-For: 10.0.0.1`` exempts no one.
+    """
+    allowed = _networks(networks, "client_in", "networks")
+    if not allowed:
+        raise ConfigurationError("client_in(): give at least one network")
+    return _ClientIn(allowed, _resolver("client_in", trusted_proxies, trusted_hops, header))
 
 
 def _digest(secret: str) -> str:

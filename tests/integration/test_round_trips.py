@@ -10,11 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import redis
 
-from ratelimit_mw import AsyncRateLimiter, RateLimiter, Rule
+from ratelimit_mw import (
+    AsyncRateLimiter,
+    RateLimiter,
+    RateLimitMiddleware,
+    Rule,
+    WSGIRateLimitMiddleware,
+)
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
+from tests.apps import flask_app, starlette_app
+from tests.helpers import internal
 from tests.redis_monitor import Monitor, client_commands
 from tests.redis_server import PrivateRedis
 
@@ -86,3 +96,74 @@ async def test_async_noscript_after_restart_is_reloaded(server: PrivateRedis) ->
     redis.Redis(port=server.port).script_flush()
     assert (await limiter.acheck(plan)).quotas[0].remaining == 98
     await limiter.aclose()
+
+
+# -- requests the middleware does not limit make no round trip ----------------------------
+
+
+EXEMPT = {"middleware": {"exempt_when": internal},
+          "rule": {"rules": [Rule("/state", "100/minute", exempt_when=internal)]}}
+
+
+@pytest.mark.parametrize("where", list(EXEMPT))
+async def test_asgi_exempt_requests_send_no_command(server: PrivateRedis, where: str,
+                                                    tmp_path: Path) -> None:
+    app = RateLimitMiddleware(starlette_app, storage=server.url, default_limits="100/minute",
+                              **EXEMPT[where])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        await client.get("/state")  # warm up: connect, load the script
+        monitor = Monitor(server.port, tmp_path / "monitor.txt")
+        for _ in range(5):
+            await client.get("/state", headers={"X-Internal": "yes"})
+        exempt = client_commands(monitor.stop())
+        monitor = Monitor(server.port, tmp_path / "counted.txt")
+        await client.get("/state")
+        counted = client_commands(monitor.stop())
+    assert exempt == []
+    assert counted == ["EVALSHA"]  # the monitor sees what a counted request sends
+    await app.limiter.aclose()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("where", list(EXEMPT))
+def test_wsgi_exempt_requests_send_no_command(server: PrivateRedis, where: str,
+                                              tmp_path: Path) -> None:
+    app = flask_app()
+    middleware = WSGIRateLimitMiddleware(app.wsgi_app, storage=server.url,
+                                         default_limits="100/minute", **EXEMPT[where])
+    with httpx.Client(transport=httpx.WSGITransport(app=middleware),
+                      base_url="http://test") as client:
+        client.get("/state")
+        monitor = Monitor(server.port, tmp_path / "monitor.txt")
+        for _ in range(5):
+            client.get("/state", headers={"X-Internal": "yes"})
+        exempt = client_commands(monitor.stop())
+        monitor = Monitor(server.port, tmp_path / "counted.txt")
+        client.get("/state")
+        counted = client_commands(monitor.stop())
+    assert exempt == []
+    assert counted == ["EVALSHA"]
+    middleware.limiter.close()  # type: ignore[union-attr]
+
+
+async def test_disabled_middlewares_never_connect(server: PrivateRedis,
+                                                  tmp_path: Path) -> None:
+    watcher = redis.Redis(port=server.port)
+    before = watcher.info("stats")["total_connections_received"]
+    monitor = Monitor(server.port, tmp_path / "monitor.txt")
+    asgi = RateLimitMiddleware(starlette_app, storage=server.url,
+                               default_limits="1/minute", enabled=False)
+    wsgi = WSGIRateLimitMiddleware(flask_app().wsgi_app, storage=server.url,
+                                   default_limits="1/minute", enabled=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                 base_url="http://test") as client:
+        asgi_codes = [(await client.get("/state")).status_code for _ in range(3)]
+    with httpx.Client(transport=httpx.WSGITransport(app=wsgi),
+                      base_url="http://test") as client:
+        wsgi_codes = [client.get("/state").status_code for _ in range(3)]
+    commands = client_commands(monitor.stop())
+    after = watcher.info("stats")["total_connections_received"]
+    watcher.close()
+    assert asgi_codes == wsgi_codes == [200] * 3
+    assert commands == []
+    assert after - before == 1  # the monitor's own connection, nothing else

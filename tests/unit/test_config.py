@@ -21,12 +21,13 @@ from ratelimit_mw import RateLimitMiddleware, RedisOptions, Rule, WSGIRateLimitM
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw.config import Settings, load_settings
 from ratelimit_mw.errors import ConfigurationError
+from tests.helpers import WatchedPort
 
 DEFAULTS = {
     "storage": None, "strategy": "fixed-window", "default_limits": None, "headers": "both",
     "on_storage_error": "memory", "shadow": False, "key": {}, "rules": (),
     "socket_timeout": 0.25, "socket_connect_timeout": 0.25, "max_connections": 64,
-    "pool_timeout": 1.0, "batch": True,
+    "pool_timeout": 1.0, "batch": True, "enabled": True,
 }
 
 
@@ -227,6 +228,7 @@ ENV_FIELDS = [
     ("RATELIMIT_MAX_CONNECTIONS", "200", "max_connections", 200),
     ("RATELIMIT_POOL_TIMEOUT", "0.5", "pool_timeout", 0.5),
     ("RATELIMIT_BATCH", "off", "batch", False),
+    ("RATELIMIT_ENABLED", "false", "enabled", False),
 ]
 
 
@@ -560,6 +562,7 @@ def test_storage_error_masks_the_password() -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("strategy", "fastest"), ("headers", "all"), ("on_storage_error", "retry"),
     ("storage", "ftp://x"), ("default_limits", "lots"), ("shadow", "yes"),
+    ("enabled", "false"),
     ("socket_timeout", 0), ("socket_connect_timeout", float("nan")),
     ("max_connections", True), ("pool_timeout", -1), ("key", {"kind": "ip"}),
     ("key", ["client_ip"]), ("rules", ({"path": "/a", "limts": "1/minute"},)),
@@ -610,7 +613,7 @@ def test_middleware_options_contents(tmp_path: Path) -> None:
     settings = load_settings(toml(tmp_path, APP_TOML), environ={})
     options = settings.middleware_options()
     assert set(options) == {"storage", "strategy", "default_limits", "headers",
-                            "on_storage_error", "rules", "key", "shadow"}
+                            "on_storage_error", "rules", "key", "shadow", "enabled"}
     assert options["storage"] == "memory://"
     assert [rule.path for rule in options["rules"]] == ["/login", "/health"]
     assert options["key"](req(headers={"X-User-Id": "u1"})) == "hdr:x-user-id:u1"
@@ -673,6 +676,34 @@ async def test_middleware_options_shadow_and_headers_from_env(tmp_path: Path) ->
                       base_url="http://test") as client:
         codes = [client.post("/login").status_code for _ in range(3)]
     assert codes == [200, 200, 200]
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+async def test_enabled_false_passes_through_and_never_builds_a_storage(
+        tmp_path: Path, source: str) -> None:
+    port = WatchedPort()
+    if source == "file":
+        settings = load_settings(toml(tmp_path, f'storage = "{port.url}"\nenabled = false\n'
+                                      'default_limits = "1/minute"\n'), environ={})
+    else:
+        settings = load_settings(environ={"REDIS_URL": port.url, "RATELIMIT_ENABLED": "false",
+                                          "RATELIMIT_DEFAULT_LIMITS": "1/minute"})
+    assert settings.enabled is False
+    asgi = RateLimitMiddleware(asgi_app, **settings.middleware_options())
+    wsgi = WSGIRateLimitMiddleware(wsgi_app, **settings.middleware_options())
+    assert asgi.limiter is None
+    assert wsgi.limiter is None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                 base_url="http://test") as client:
+        asgi_responses = [await client.get("/") for _ in range(3)]
+    with httpx.Client(transport=httpx.WSGITransport(app=wsgi),
+                      base_url="http://test") as client:
+        wsgi_responses = [client.get("/") for _ in range(3)]
+    for response in (*asgi_responses, *wsgi_responses):
+        assert response.status_code == 200
+        assert not [name for name in response.headers if "ratelimit" in name]
+    assert port.connections() == 0
+    port.close()
 
 
 def test_describe_masks_the_password(tmp_path: Path) -> None:

@@ -462,3 +462,63 @@ def test_plans_carry_their_limits_keys() -> None:
     # A hand-built item without one still gets the right key.
     bare = plan.items[0]._replace(limit_key="")
     assert item_key(bare) == limit_key(bare.limit, bare.key)
+
+
+# -- exempt_when ---------------------------------------------------------------------------
+
+
+def test_policy_exempt_when_applies_to_every_request() -> None:
+    seen: list[str] = []
+
+    def internal(request: RequestInfo) -> bool:
+        seen.append(request.path)
+        return request.client == "10.0.0.1"
+
+    policy = Policy(default_limits="5/minute", rules=[Rule("/login", "1/minute")],
+                    exempt_when=internal)
+    assert policy.plan(RequestInfo("GET", "/login", client="10.0.0.1")) is None
+    assert policy.plan(RequestInfo("GET", "/other", client="10.0.0.1")) is None
+    assert policy.plan(RequestInfo("GET", "/login", client="203.0.113.7")) is not None
+    assert seen == ["/login", "/other", "/login"]
+
+
+def test_rule_exempt_when_is_asked_only_for_the_requests_it_matches() -> None:
+    seen: list[str] = []
+
+    def internal(request: RequestInfo) -> bool:
+        seen.append(request.path)
+        return request.client == "10.0.0.1"
+
+    policy = Policy(default_limits="5/minute",
+                    rules=[Rule("/login", "1/minute", exempt_when=internal)])
+    assert policy.plan(RequestInfo("POST", "/login", client="10.0.0.1")) is None
+    other = policy.plan(RequestInfo("GET", "/other", client="10.0.0.1"))
+    assert other is not None
+    assert other.rule == "default"
+    limited = policy.plan(RequestInfo("POST", "/login", client="203.0.113.7"))
+    assert limited is not None
+    assert limited.rule == "/login"
+    assert [item.limit.amount for item in limited.items] == [1]
+    assert seen == ["/login", "/login"]
+
+
+def test_rules_without_a_predicate_carry_no_exempt_flag() -> None:
+    # Policy.plan reads one flag per matched rule: plain rules must leave it off.
+    assert Rule("/a", "1/minute").compiled.may_exempt is False
+    assert Rule("/a", exempt=True).compiled.may_exempt is True
+    assert Rule("/a", "1/minute", exempt_when=bool).compiled.may_exempt is True
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (lambda: Rule("/a", "1/minute", exempt_when=5), r"Rule\('/a'\): exempt_when=5"),
+    (lambda: Rule("/a", exempt=True, exempt_when=bool), r"Rule\('/a'\): exempt=True"),
+    (lambda: Policy(default_limits="1/minute", exempt_when="yes"), "exempt_when='yes'"),
+])
+def test_exempt_when_is_checked_at_construction(build: Any, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        build()
+
+
+def test_a_rule_with_exempt_when_still_needs_limits() -> None:
+    with pytest.raises(ConfigurationError, match="no limits"):
+        Policy(rules=[Rule("/a", exempt_when=bool)])

@@ -575,3 +575,65 @@ def test_chain_needs_callables() -> None:
         keys.chain()
     with pytest.raises(ConfigurationError, match="not callable"):
         keys.chain(keys.shared(), "client_ip")  # type: ignore[arg-type]
+
+
+# -- client_in: a network allow-list with client_ip's trust -----------------------------
+
+
+def test_client_in_default_trust_is_the_socket_peer() -> None:
+    inside = keys.client_in(["10.0.0.0/8", "2001:db8::/32"])
+    assert inside(RequestInfo("GET", "/", client="10.1.2.3"))
+    assert inside(RequestInfo("GET", "/", client="2001:db8::1"))
+    assert inside(RequestInfo("GET", "/", client="::ffff:10.1.2.3"))
+    assert not inside(RequestInfo("GET", "/", client="203.0.113.7"))
+    assert not inside(RequestInfo("GET", "/", client="unix-socket"))
+    assert not inside(RequestInfo("GET", "/"))
+    # No proxy configured: the header is the client's claim, never read.
+    assert not inside(RequestInfo("GET", "/", client="203.0.113.7",
+                                  headers={"X-Forwarded-For": "10.0.0.1"}))
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded", "X-Real-IP"])
+def test_client_in_spoofed_header_from_untrusted_peer_is_not_inside(header: str) -> None:
+    value = "for=10.0.0.1" if header == "Forwarded" else "10.0.0.1"
+    inside = keys.client_in(["10.0.0.0/8"], trusted_proxies=["192.0.2.0/24"], header=header)
+    forged = RequestInfo("GET", "/", client="203.0.113.7", headers={header: value})
+    assert not inside(forged)
+    relayed = RequestInfo("GET", "/", client="192.0.2.10", headers={header: value})
+    assert inside(relayed)
+
+
+def test_client_in_walks_like_client_ip() -> None:
+    trust = {"trusted_proxies": ["192.0.2.0/24"]}
+    inside = keys.client_in(["10.0.0.0/8"], **trust)  # type: ignore[arg-type]
+    key = keys.client_ip(**trust)  # type: ignore[arg-type]
+    for xff, expected in [("10.0.0.1", True), ("10.0.0.1, 203.0.113.7", False),
+                          ("203.0.113.7, 10.0.0.1", True), ("10.0.0.1, 192.0.2.5", True),
+                          ("10.0.0.1, junk", False)]:
+        request = RequestInfo("GET", "/", client="192.0.2.10",
+                              headers={"X-Forwarded-For": xff})
+        assert inside(request) is expected, xff
+        assert (key(request) or "").startswith("ip:10.") is expected, xff
+
+
+def test_client_in_trusted_hops() -> None:
+    inside = keys.client_in(["10.0.0.0/8"], trusted_hops=1)
+    assert inside(RequestInfo("GET", "/", client="192.0.2.10",
+                              headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}))
+    assert not inside(RequestInfo("GET", "/", client="192.0.2.10",
+                                  headers={"X-Forwarded-For": "10.0.0.1, 203.0.113.7"}))
+
+
+@pytest.mark.parametrize(("args", "kwargs", "match"), [
+    (("10.0.0.0/8",), {}, "list of CIDRs"),
+    (([],), {}, "at least one network"),
+    ((["not-a-net"],), {}, r"client_in\(networks=...\): 'not-a-net'"),
+    ((["10.0.0.0/8"],), {"trusted_proxies": ["x"]}, r"client_in\(trusted_proxies"),
+    ((["10.0.0.0/8"],), {"trusted_proxies": ["10.0.0.0/8"], "trusted_hops": 1}, "not both"),
+    ((["10.0.0.0/8"],), {"trusted_hops": 0}, r"client_in\(trusted_hops=0\)"),
+    ((["10.0.0.0/8"],), {"header": "X-Bogus"}, r"client_in\(header='X-Bogus'\)"),
+])
+def test_client_in_bad_configuration(args: tuple[object, ...], kwargs: dict[str, object],
+                                     match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        keys.client_in(*args, **kwargs)  # type: ignore[arg-type]

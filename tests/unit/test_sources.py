@@ -43,7 +43,9 @@ def test_options_fail_at_construction_naming_the_option() -> None:
     for kwargs, word in [({"strategy": "fastest"}, "strategy='fastest'"),
                          ({"headers": "all"}, "headers='all'"),
                          ({"on_storage_error": "retry"}, "on_storage_error='retry'"),
-                         ({"on_event": "log"}, "on_event")]:
+                         ({"on_event": "log"}, "on_event"),
+                         ({"exempt_when": "internal"}, "exempt_when='internal'"),
+                         ({"enabled": "false"}, "enabled='false'")]:
         with pytest.raises(ConfigurationError, match=word):
             MiddlewareOptions(**kwargs)  # type: ignore[arg-type]
 
