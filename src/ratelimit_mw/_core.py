@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from limits import RateLimitItem
@@ -17,11 +17,13 @@ from ._request import RequestInfo
 from ._rules import (
     CompiledRule,
     ExemptFunc,
+    LimitsFunc,
     LimitsSpec,
     Rule,
     RuleTable,
     exempt_predicate,
     key_functions,
+    limits_function,
     parse_limits,
 )
 from .errors import ConfigurationError
@@ -143,17 +145,21 @@ class _Entry(NamedTuple):
     rule: CompiledRule | None
     limits: tuple[RateLimitItem, ...]
     policies: tuple[str, ...]
+    #: Chooses the limits per request; ``limits`` and ``policies`` are then empty.
+    function: LimitsFunc | None
     keys: tuple[KeyFunc, ...]
     name: str
     key_prefix: str  # storage_key(name, ...) up to the identity, escaped once
     shadow: bool
 
 
-def _entry(rule: CompiledRule | None, limits: tuple[RateLimitItem, ...], name: str,
-           keys: tuple[KeyFunc, ...], shadow: bool) -> _Entry:
+def _entry(rule: CompiledRule | None, limits: tuple[RateLimitItem, ...] | LimitsFunc,
+           name: str, keys: tuple[KeyFunc, ...], shadow: bool) -> _Entry:
     if rule is not None and rule.shadow is not None:
         shadow = rule.shadow  # the rule's own setting wins over the global one
-    return _Entry(rule, limits, _policy_names(name, limits), keys, name,
+    if callable(limits):
+        return _Entry(rule, (), (), limits, keys, name, "{" + _escape(name) + "/", shadow)
+    return _Entry(rule, limits, _policy_names(name, limits), None, keys, name,
                   "{" + _escape(name) + "/", shadow)
 
 
@@ -179,6 +185,8 @@ def item_key(item: PlanItem) -> str:
 
 _DEFAULT_NAME = "default"
 _PLAN_CACHE = 65536
+#: Distinct specs a limits function may return before the parsed ones are forgotten.
+_SPEC_CACHE = 4096
 
 
 def _checked_cost(cost: object, rule: str) -> int:
@@ -189,6 +197,17 @@ def _checked_cost(cost: object, rule: str) -> int:
         raise ConfigurationError(f"Rule({rule!r}): the cost function returned {cost!r}; "
                                  "it must return a whole number")
     return max(1, cost)
+
+
+def _spec_key(spec: object, name: str) -> str | RateLimitItem | tuple[Any, ...]:
+    """*spec*, hashable: what a limits function returned, as a cache key."""
+    if isinstance(spec, str | RateLimitItem):
+        return spec
+    if isinstance(spec, list | tuple) and all(
+            isinstance(part, str | RateLimitItem) for part in spec):
+        return tuple(spec)
+    raise ConfigurationError(f"limits function of {name!r}: returned {spec!r}; return a "
+                             "spec like '10/minute', a list of them, or None")
 
 
 class Policy:
@@ -207,7 +226,7 @@ class Policy:
     *exempt_when* is asked first, for every request: ``True`` means no plan.
     """
 
-    __slots__ = ("_default", "_entries", "_exempt_when", "_key", "_plans", "table")
+    __slots__ = ("_default", "_entries", "_exempt_when", "_key", "_plans", "_specs", "table")
 
     def __init__(
         self,
@@ -224,7 +243,8 @@ class Policy:
         if isinstance(rules, Rule):
             rules = [rules]
         self.table = RuleTable(rules)
-        default = parse_limits(default_limits, "default_limits")
+        default: tuple[RateLimitItem, ...] | LimitsFunc = (
+            limits_function(default_limits) or parse_limits(default_limits, "default_limits"))
         # Checked as Rule checks its key=, so key=5 gets a message naming the option.
         base_keys = key_functions(key, "key")
         # Every chain ends with the socket peer, so a request always has an identity.
@@ -233,7 +253,7 @@ class Policy:
         for compiled in self.table.rules:
             if compiled.exempt:
                 continue
-            limits = compiled.limits or default
+            limits = compiled.limits or compiled.limits_function or default
             if not limits:
                 raise ConfigurationError(
                     f"Rule({compiled.template!r}) has no limits and there are no "
@@ -243,7 +263,9 @@ class Policy:
                                                  (*compiled.keys, *self._key), shadow)
         self._default = _entry(None, default, _DEFAULT_NAME, self._key, shadow) if (
             default) else None
-        self._plans: dict[tuple[int, str, int], Plan] = {}
+        self._plans: dict[tuple[Any, ...], Plan] = {}
+        self._specs: dict[tuple[int, Any], tuple[tuple[RateLimitItem, ...],
+                                                 tuple[str, ...]]] = {}
 
     def plan(self, request: RequestInfo) -> Plan | None:
         """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
@@ -275,7 +297,16 @@ class Policy:
         # cache is bounded (cleared when full), so a flood of identities only costs
         # the building we would have done anyway.
         # Keyed by the entry itself: two rules sharing a name share a prefix, not limits.
-        cache_key = (id(entry), identity, cost)
+        if entry.function is None:
+            cache_key: tuple[Any, ...] = (id(entry), identity, cost)
+            limits, policies = entry.limits, entry.policies
+        else:
+            spec = entry.function(request)
+            if spec is None:  # this request is not limited by the rule
+                return None
+            spec_key = _spec_key(spec, entry.name)
+            limits, policies = self._parsed(entry, spec_key)
+            cache_key = (id(entry), identity, cost, spec_key)
         plan = self._plans.get(cache_key)
         if plan is None:
             if len(self._plans) >= _PLAN_CACHE:
@@ -283,6 +314,25 @@ class Policy:
             key = entry.key_prefix + _escape(identity) + "}"  # storage_key(name, identity)
             plan = self._plans[cache_key] = Plan(entry.name, identity, tuple(
                 PlanItem(limit, key, cost, policy, limit_key(limit, key))
-                for limit, policy in zip(entry.limits, entry.policies, strict=True)
+                for limit, policy in zip(limits, policies, strict=True)
             ), entry.shadow)
         return plan
+
+    def _parsed(self, entry: _Entry, spec: Any,
+                ) -> tuple[tuple[RateLimitItem, ...], tuple[str, ...]]:
+        """The limits a limits function returned, parsed once per distinct spec.
+
+        A function that returns the same spec again costs one dict lookup. A spec that is
+        not a limit is the function's bug: a `ConfigurationError` naming the rule.
+        """
+        found = self._specs.get((id(entry), spec))
+        if found is None:
+            limits = parse_limits(spec, f"limits function of {entry.name!r}")
+            if not limits:
+                raise ConfigurationError(f"limits function of {entry.name!r}: returned "
+                                         f"{spec!r}; return None to leave a request unlimited")
+            if len(self._specs) >= _SPEC_CACHE:
+                self._specs.clear()
+            found = self._specs[(id(entry), spec)] = (limits,
+                                                      _policy_names(entry.name, limits))
+        return found

@@ -13,9 +13,13 @@ from ._request import RequestInfo, normalize_path
 from .errors import ConfigurationError
 from .keys import KeyFunc
 
-__all__ = ["CompiledRule", "ExemptFunc", "LimitsSpec", "Rule", "RuleTable", "parse_limits"]
+__all__ = ["CompiledRule", "ExemptFunc", "LimitsFunc", "LimitsSpec", "Rule", "RuleTable",
+           "limits_function", "parse_limits"]
 
 LimitsSpec: TypeAlias = "str | RateLimitItem | Sequence[str | RateLimitItem]"
+#: Limits decided per request (a plan from an API-key lookup, a gateway header): a spec,
+#: or ``None`` for "this rule does not limit the request".
+LimitsFunc: TypeAlias = Callable[[RequestInfo], "LimitsSpec | None"]
 CostFunc: TypeAlias = Callable[[RequestInfo], int]
 #: ``exempt_when=``: ``True`` lets the request through unlimited and uncounted.
 ExemptFunc: TypeAlias = Callable[[RequestInfo], bool]
@@ -65,6 +69,13 @@ def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ..
                                      "positive amount")
     # Re-home every item in our namespace: limits puts the namespace first in the key.
     return tuple(type(i)(i.amount, i.multiples, namespace=NAMESPACE) for i in items)
+
+
+def limits_function(spec: object) -> LimitsFunc | None:
+    """*spec* when it is a function choosing the limits per request, else ``None``."""
+    if callable(spec) and not isinstance(spec, str | RateLimitItem):
+        return spec
+    return None
 
 
 def key_functions(key: KeyFunc | Sequence[KeyFunc] | None, where: str) -> tuple[KeyFunc, ...]:
@@ -174,14 +185,16 @@ class Rule:
 
     ``methods=["GET"]`` covers ``HEAD`` too, as frameworks route HEAD to the GET
     handler. *limits* ``None`` means the middleware's ``default_limits`` counted in this
-    rule's own namespace. *cost* is a whole number or ``(RequestInfo) -> int``.
+    rule's own namespace; a function ``(RequestInfo) -> spec | None`` chooses them per
+    request (``None``: the rule does not limit it). *cost* is a whole number or
+    ``(RequestInfo) -> int``.
 
     Security: paths are normalised before matching (``/login/``, ``//login``,
     ``/./login`` and ``/log%69n`` all match ``/login``), so no variant escapes a rule.
     """
 
     path: str
-    limits: LimitsSpec | None = None
+    limits: LimitsSpec | LimitsFunc | None = None
     methods: Iterable[str] | None = None
     key: KeyFunc | Sequence[KeyFunc] | None = None
     cost: int | CostFunc = 1
@@ -208,6 +221,8 @@ class CompiledRule:
     regex: re.Pattern[str] | None
     methods: frozenset[str] | None
     limits: tuple[RateLimitItem, ...]
+    #: Limits chosen per request (``limits=`` a callable); ``limits`` is then empty.
+    limits_function: LimitsFunc | None
     keys: tuple[KeyFunc, ...]
     cost: int | CostFunc
     exempt: bool
@@ -246,11 +261,13 @@ class CompiledRule:
                                          "for every method")
             if "GET" in methods:
                 methods |= {"HEAD"}
-        limits = parse_limits(rule.limits, where)
+        function = limits_function(rule.limits)
+        limits = () if function is not None else parse_limits(
+            rule.limits, where)  # type: ignore[arg-type]
         if not isinstance(rule.exempt, bool):
             raise ConfigurationError(f"{where}: exempt must be True or False, "
                                      f"got {rule.exempt!r}")
-        if rule.exempt and limits:
+        if rule.exempt and (limits or function is not None):
             raise ConfigurationError(f"{where}: an exempt rule takes no limits")
         exempt_when = exempt_predicate(rule.exempt_when, where)
         if rule.exempt and exempt_when is not None:
@@ -267,7 +284,7 @@ class CompiledRule:
             raise ConfigurationError(f"{where}: name must be a non-empty string")
         if rule.shadow is not None and not isinstance(rule.shadow, bool):
             raise ConfigurationError(f"{where}: shadow must be True, False or None")
-        return cls(template, regex, methods, limits, keys, cost, rule.exempt,
+        return cls(template, regex, methods, limits, function, keys, cost, rule.exempt,
                    rule.name or template, rule.shadow, exempt_when,
                    rule.exempt or exempt_when is not None)
 
