@@ -25,7 +25,7 @@ from limits import RateLimitItem
 from ._rules import compile_template, parse_limits
 from ._storage.limiter import RateLimiter
 from ._storage.redis import RedisOptions, mask_url, resolve_storage_url
-from .config import Settings, load_settings
+from .config import TIER, Settings, load_settings
 from .errors import ConfigurationError, RateLimitMWError
 
 __all__ = ["main"]
@@ -172,7 +172,9 @@ def _find_rule(settings: Settings,
     one the middleware writes: the rule's *name*, else its normalised template, even
     when a named rule is looked up by its path.
     """
-    default = parse_limits(settings.default_limits, "default_limits")
+    # Limits chosen per request (tiers) are not known here: --limit names them.
+    default = () if settings.default_limits == TIER else parse_limits(
+        settings.default_limits, "default_limits")
     if rule == "default":
         return "default", default
     wanted = {rule}

@@ -37,7 +37,8 @@ from typing import Any
 
 from . import keys as key_functions
 from ._options import MiddlewareOptions
-from ._rules import Rule
+from ._request import RequestInfo
+from ._rules import Rule, parse_limits
 from ._storage.redis import RedisOptions, mask_url, resolve_storage_url
 from .errors import ConfigurationError
 from .keys import KeyFunc
@@ -47,7 +48,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "TIER", "Settings", "Tiers", "load_settings"]
+
+#: The ``limits`` / ``default_limits`` value that means "the limits of the caller's tier".
+TIER = "tier"
 
 ENV_PREFIX = "RATELIMIT_"
 _KEY_KINDS = ("client_ip", "api_key", "header", "shared")
@@ -78,6 +82,9 @@ class Settings:
     shadow: bool = False
     key: Mapping[str, Any] = field(default_factory=dict)
     rules: tuple[Mapping[str, Any], ...] = ()
+    #: ``[tiers]``: limits per plan, chosen by a request header; ``"tier"`` as a
+    #: ``limits`` / ``default_limits`` value refers to it.
+    tiers: Mapping[str, Any] = field(default_factory=dict)
     socket_timeout: float = 0.25
     socket_connect_timeout: float = 0.25
     max_connections: int = 64
@@ -96,6 +103,10 @@ class Settings:
         # Everything else is checked by what the middleware builds from these, built here
         # once, so that every mistake shows at load (and in `ratelimit-mw config`).
         self.redis_options()
+        if not isinstance(self.tiers, Mapping):
+            raise ConfigurationError(f"tiers={self.tiers!r}: write it as a [tiers] table")
+        if self.tiers:
+            Tiers(self.tiers)  # checked even when nothing refers to it yet
         MiddlewareOptions(**self.middleware_options()).policy()
 
     def redis_options(self) -> RedisOptions:
@@ -112,6 +123,13 @@ class Settings:
                                      "e.g. {kind = \"client_ip\"}")
         return _key_from(dict(self.key), "key") if self.key else None
 
+    def tier_function(self, where: str) -> Tiers:
+        """The ``[tiers]`` table as a limits function (for a ``"tier"`` limits value)."""
+        if not self.tiers:
+            raise ConfigurationError(f"{where}={TIER!r} needs a [tiers] table: header, "
+                                     "default and [tiers.limits]")
+        return Tiers(self.tiers)
+
     def rule_objects(self) -> list[Rule]:
         rules = []
         for index, spec in enumerate(self.rules):
@@ -120,7 +138,11 @@ class Settings:
                 # names the field and the value.
                 raise ConfigurationError(f"rules[{index}]={spec!r}: write each rule as a "
                                          "[[rules]] table")
-            rules.append(_rule_from(dict(spec), f"rules[{index}]"))
+            where = f"rules[{index}]"
+            fields_ = dict(spec)
+            if fields_.get("limits") == TIER:
+                fields_["limits"] = self.tier_function(f"{where}.limits")
+            rules.append(_rule_from(fields_, where))
         return rules
 
     def middleware_options(self) -> dict[str, Any]:
@@ -129,6 +151,8 @@ class Settings:
             name: getattr(self, name) for name in _MIDDLEWARE_FIELDS}
         options["rules"] = self.rule_objects()
         options["key"] = self.key_function()
+        if self.default_limits == TIER:
+            options["default_limits"] = self.tier_function("default_limits")
         if self.storage is None or not self.storage.startswith("memory"):
             options["redis_options"] = self.redis_options()
         return options
@@ -139,6 +163,7 @@ class Settings:
         data["storage"] = mask_url(resolve_storage_url(self.storage))
         data["key"] = dict(self.key)
         data["rules"] = [dict(rule) for rule in self.rules]
+        data["tiers"] = dict(self.tiers)
         return data
 
 
@@ -146,6 +171,54 @@ class Settings:
 #: built into objects first).
 _MIDDLEWARE_FIELDS = tuple(f.name for f in fields(Settings) if f.name in {
     f.name for f in fields(MiddlewareOptions)} - {"key", "rules"})
+
+
+class Tiers:
+    """The ``[tiers]`` table as a limits function: the tier a request header names.
+
+    Example ``ratelimit.toml``::
+
+        default_limits = "tier"
+
+        [tiers]
+        header = "X-Plan"       # set by your gateway, never trusted from clients directly
+        default = "free"        # when the header is absent or names no tier
+        [tiers.limits]
+        free = "100/hour"
+        pro = "10000/hour"
+
+    Every tier's limits are checked when the file loads.
+    """
+
+    __slots__ = ("_default", "_header", "_limits")
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        unknown = set(table) - {"header", "default", "limits"}
+        if unknown:
+            raise ConfigurationError(f"tiers: unknown field(s) {sorted(unknown)}; use "
+                                     "header, default, limits")
+        header, default, limits = table.get("header"), table.get("default"), table.get(
+            "limits")
+        if not isinstance(header, str) or not header.strip():
+            raise ConfigurationError(f"tiers.header={header!r}: name the request header "
+                                     "that carries the tier, e.g. \"X-Plan\"")
+        if not isinstance(limits, Mapping) or not limits:
+            raise ConfigurationError("tiers.limits: write a [tiers.limits] table, e.g. "
+                                     "free = \"100/hour\"")
+        for name, spec in limits.items():
+            if not isinstance(spec, str):
+                raise ConfigurationError(f"tiers.limits.{name}={spec!r}: write the limits "
+                                         "as a string, e.g. \"100/hour\"")
+            parse_limits(spec, f"tiers.limits.{name}")
+        if default not in limits:
+            raise ConfigurationError(f"tiers.default={default!r}: name one of the tiers "
+                                     f"({', '.join(limits)})")
+        self._header = header.strip().lower()
+        self._limits: dict[str, str] = dict(limits)
+        self._default = self._limits[str(default)]
+
+    def __call__(self, request: RequestInfo) -> str:
+        return self._limits.get(request.header(self._header) or "", self._default)
 
 
 def _key_from(spec: dict[str, Any], where: str) -> KeyFunc:
@@ -172,7 +245,7 @@ def _rule_from(spec: dict[str, Any], where: str) -> Rule:
     if "path" not in spec:
         raise ConfigurationError(f"{where}: a rule needs a path")
     if not isinstance(spec.get("exempt", False), bool):
-        # Rule() takes any truthy value: exempt = "false" exempted the route silently.
+        # Rule() takes any truthy value, so exempt = "false" would exempt the route.
         raise ConfigurationError(f"{where}.exempt={spec['exempt']!r}: must be true or false")
     if "key" in spec:
         if not isinstance(spec["key"], Mapping):

@@ -27,7 +27,7 @@ DEFAULTS = {
     "storage": None, "strategy": "fixed-window", "default_limits": None, "headers": "both",
     "on_storage_error": "memory", "shadow": False, "key": {}, "rules": (),
     "socket_timeout": 0.25, "socket_connect_timeout": 0.25, "max_connections": 64,
-    "pool_timeout": 1.0, "batch": True, "enabled": True,
+    "pool_timeout": 1.0, "batch": True, "enabled": True, "tiers": {},
 }
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
-from ratelimit_mw import RateLimitMiddleware, RequestInfo, Rule, WSGIRateLimitMiddleware
+from ratelimit_mw import (
+    MiddlewareOptions,
+    RateLimitMiddleware,
+    RequestInfo,
+    Rule,
+    WSGIRateLimitMiddleware,
+)
 from ratelimit_mw._core import Policy
+from ratelimit_mw.config import load_settings
 from ratelimit_mw.errors import ConfigurationError
 
 TIERS = {"free": "2/minute", "pro": "5/minute"}
@@ -102,3 +111,70 @@ def test_headers_show_the_quota_applied_wsgi(storage_url: str) -> None:
     assert free == [200, 200, 429]
     assert pro.headers["ratelimit-policy"] == '"/search";q=5;w=60'
     app.limiter.close()  # type: ignore[union-attr]
+
+
+# -- [tiers] in the configuration file ----------------------------------------------------
+
+TIERS_TOML = """
+default_limits = "tier"
+
+[[rules]]
+path = "/search"
+limits = "tier"
+name = "search"
+
+[[rules]]
+path = "/login"
+limits = "5/minute"
+
+[tiers]
+header = "X-Plan"
+default = "free"
+
+[tiers.limits]
+free = "2/minute"
+pro = "10/minute;1000/day"
+"""
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ratelimit.toml"
+    path.write_text(text)
+    return path
+
+
+def test_tiers_from_a_file_choose_the_limits_by_header(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path, TIERS_TOML), environ={})
+    policy = MiddlewareOptions(**settings.middleware_options()).policy()
+    amounts = {}
+    for plan_name in (None, "pro", "gold"):
+        plan = policy.plan(request(plan_name))
+        assert plan is not None
+        amounts[plan_name] = [item.limit.amount for item in plan.items]
+    assert amounts == {None: [2], "pro": [10, 1000], "gold": [2]}  # unknown: the default
+    other = policy.plan(RequestInfo("GET", "/other", headers={"x-plan": "pro"},
+                                    client="203.0.113.7"))
+    assert other is not None
+    assert other.rule == "default"
+    assert [item.limit.amount for item in other.items] == [10, 1000]
+
+
+@pytest.mark.parametrize(("tiers", "message"), [
+    ('[tiers]\ndefault = "free"\n[tiers.limits]\nfree = "1/minute"', "tiers.header"),
+    ('[tiers]\nheader = "X-Plan"\ndefault = "gold"\n[tiers.limits]\nfree = "1/minute"',
+     "tiers.default='gold'"),
+    ('[tiers]\nheader = "X-Plan"\ndefault = "free"\n[tiers.limits]\nfree = "lots"',
+     "tiers.limits.free"),
+    ('[tiers]\nheader = "X-Plan"\ndefault = "free"\ncolour = 1\n[tiers.limits]\nfree = '
+     '"1/minute"', "unknown field"),
+    ('tiers = "free"', "[tiers] table"),
+])
+def test_bad_tiers_fail_at_load(tmp_path: Path, tiers: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(write_config(tmp_path, tiers + "\n"), environ={})
+    assert message in str(caught.value)
+
+
+def test_tier_without_a_tiers_table_fails_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"needs a \[tiers\] table"):
+        load_settings(write_config(tmp_path, 'default_limits = "tier"\n'), environ={})
