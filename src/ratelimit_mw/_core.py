@@ -231,7 +231,7 @@ class Policy:
     def __init__(
         self,
         *,
-        default_limits: LimitsSpec | None = None,
+        default_limits: LimitsSpec | LimitsFunc | None = None,
         key: KeyFunc | Sequence[KeyFunc] | None = None,
         rules: Iterable[Rule] = (),
         shadow: bool = False,
@@ -243,8 +243,10 @@ class Policy:
         if isinstance(rules, Rule):
             rules = [rules]
         self.table = RuleTable(rules)
+        # A function is kept to be asked per request; anything else is parsed now.
         default: tuple[RateLimitItem, ...] | LimitsFunc = (
-            limits_function(default_limits) or parse_limits(default_limits, "default_limits"))
+            limits_function(default_limits)
+            or parse_limits(default_limits, "default_limits"))  # type: ignore[arg-type]
         # Checked as Rule checks its key=, so key=5 gets a message naming the option.
         base_keys = key_functions(key, "key")
         # Every chain ends with the socket peer, so a request always has an identity.

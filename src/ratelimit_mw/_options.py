@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ._core import Policy
 from ._headers import HeaderMode, HeaderRenderer
-from ._rules import ExemptFunc, LimitsSpec, Rule, exempt_predicate
+from ._rules import ExemptFunc, LimitsFunc, LimitsSpec, Rule, exempt_predicate
 from ._storage.redis import RedisOptions
 from ._strategies import Strategy, strategy_named
 from .errors import ConfigurationError
@@ -47,7 +47,7 @@ class MiddlewareOptions:
 
     storage: str | Any | None = None
     limiter: RateLimiter | AsyncRateLimiter | None = None
-    default_limits: LimitsSpec | Any | None = None
+    default_limits: LimitsSpec | LimitsFunc | None = None
     key: KeyFunc | Sequence[KeyFunc] | None = None
     rules: Iterable[Rule] = ()
     strategy: Strategy = "fixed-window"
@@ -108,7 +108,7 @@ class MiddlewareKwargs(TypedDict, total=False):
 
     storage: str | Any | None
     limiter: Any
-    default_limits: LimitsSpec | Any | None
+    default_limits: LimitsSpec | LimitsFunc | None
     key: KeyFunc | Sequence[KeyFunc] | None
     rules: Iterable[Rule]
     strategy: Strategy

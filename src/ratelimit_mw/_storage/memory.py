@@ -103,7 +103,7 @@ class MemoryStore:
 
     def key(self, item: PlanItem, now: int) -> str:
         """The key *item* is counted under: its own, or past the cap its overflow key."""
-        key = item.limit_key or item_key(item)
+        key = item_key(item)
         if len(self.data) >= self.max_keys and key not in self.data:
             return self._room_for(item, key, now)
         return key
