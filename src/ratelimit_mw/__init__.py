@@ -16,7 +16,7 @@ from ._breaker import CircuitBreaker
 from ._core import Decision, Plan, PlanItem, Policy, Quota
 from ._options import MiddlewareOptions
 from ._request import RequestInfo
-from ._rules import Rule
+from ._rules import Limit, Rule
 from ._storage.limiter import AsyncRateLimiter, RateLimiter
 from ._storage.redis import RedisOptions
 from ._wsgi import WSGIRateLimitMiddleware
@@ -41,6 +41,7 @@ __all__ = [
     "CircuitBreaker",
     "ConfigurationError",
     "Decision",
+    "Limit",
     "MemoryCache",
     "MiddlewareOptions",
     "Plan",

@@ -17,6 +17,7 @@ from ._request import RequestInfo
 from ._rules import (
     CompiledRule,
     ExemptFunc,
+    Limit,
     LimitsFunc,
     LimitsSpec,
     Rule,
@@ -24,13 +25,13 @@ from ._rules import (
     exempt_predicate,
     key_functions,
     limits_function,
-    parse_limits,
+    parse_layers,
 )
 from .errors import ConfigurationError
 from .keys import KeyFunc, client_ip
 
-__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "item_key", "limit_key",
-           "storage_key"]
+__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "item_key", "layer_key",
+           "limit_key", "storage_key"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@!$&'()*+,;=~-]")
 _MAX_PART = 200
@@ -48,6 +49,21 @@ def storage_key(*identifiers: str) -> str:
     '{%2Flogin/ip:203.0.113.7}'
     """
     return "{" + "/".join(_escape(part) for part in identifiers) + "}"
+
+
+def layer_key(*identifiers: str, name: str | None = None) -> str:
+    """The storage identifier of *identifiers*' counters in the layer *name*.
+
+    An unnamed layer is `storage_key` (owner, identity), the counter a plain rule has
+    always had. A named layer adds ``/@name`` after the hash tag, so the layers of one
+    identity stay in one Redis Cluster slot (one script call) and never meet an unnamed
+    counter: an escaped part never contains ``}``.
+
+    >>> layer_key("/search", "ip:203.0.113.7", name="daily")
+    '{%2Fsearch/ip:203.0.113.7}/@daily'
+    """
+    key = storage_key(*identifiers)
+    return key if name is None else key + "/" + _escape("@" + name)
 
 
 def _escape(part: str) -> str:
@@ -141,26 +157,63 @@ def _policy_names(name: str, limits: Sequence[RateLimitItem]) -> tuple[str, ...]
     return names
 
 
-class _Entry(NamedTuple):
-    rule: CompiledRule | None
+class _Layer(NamedTuple):
+    """One identity's limits in a request's plan, compiled."""
+
+    keys: tuple[KeyFunc, ...]  # the identity: the first non-None answer
+    #: The storage key is prefix + the escaped identity + suffix (`layer_key`).
+    prefix: str
+    suffix: str
     limits: tuple[RateLimitItem, ...]
     policies: tuple[str, ...]
-    #: Chooses the limits per request; ``limits`` and ``policies`` are then empty.
+
+
+class _Entry(NamedTuple):
+    rule: CompiledRule | None
+    #: The request's layers: its own, then the global ones. Empty when *function*
+    #: chooses the limits per request (its layers are then built per spec, `_parsed`).
+    layers: tuple[_Layer, ...]
     function: LimitsFunc | None
-    keys: tuple[KeyFunc, ...]
+    keys: tuple[KeyFunc, ...]  # the rule's key chain
     name: str
-    key_prefix: str  # storage_key(name, ...) up to the identity, escaped once
     shadow: bool
 
 
-def _entry(rule: CompiledRule | None, limits: tuple[RateLimitItem, ...] | LimitsFunc,
-           name: str, keys: tuple[KeyFunc, ...], shadow: bool) -> _Entry:
-    if rule is not None and rule.shadow is not None:
-        shadow = rule.shadow  # the rule's own setting wins over the global one
-    if callable(limits):
-        return _Entry(rule, (), (), limits, keys, name, "{" + _escape(name) + "/", shadow)
-    return _Entry(rule, limits, _policy_names(name, limits), None, keys, name,
-                  "{" + _escape(name) + "/", shadow)
+#: The owner of the global limits' counters: no rule is named "" (names are checked
+#: non-empty), so their storage keys cannot meet a rule's.
+_GLOBAL_OWNER = ""
+_GLOBAL_NAME = "global"
+
+
+def _layers(owner: str, label: str, limits: Sequence[Limit], keys: tuple[KeyFunc, ...],
+            base: tuple[KeyFunc, ...], more: tuple[_Layer, ...] = ()) -> tuple[_Layer, ...]:
+    """*limits* of *owner* as layers, followed by *more* (the global ones).
+
+    An unnamed layer counts for *keys* in *owner*'s namespace, as a rule always has; a
+    named one in a namespace of its own under *owner* (`layer_key`). Policy names (the
+    ``RateLimit`` members) are the layer's name, else *label*, made unique across the
+    whole request.
+    """
+    layers = [_Layer(
+        (*limit.keys, *base) if limit.keys else keys,
+        "{" + _escape(owner) + "/",
+        "}" if limit.name is None else "}/" + _escape("@" + limit.name),
+        limit.items, _policy_names(limit.name or label, limit.items))
+        for limit in limits]
+    layers += more
+    names = [policy for layer in layers for policy in layer.policies]
+    if len(set(names)) < len(names):
+        # Two layers chose the same name (a rule's Limit named like a global one): the
+        # headers must still tell their members apart.
+        seen: dict[str, int] = {}
+        unique = []
+        for policy in names:
+            seen[policy] = seen.get(policy, 0) + 1
+            unique.append(policy if seen[policy] == 1 else f"{policy}-{seen[policy]}")
+        position = iter(unique)
+        layers = [layer._replace(policies=tuple(next(position) for _ in layer.policies))
+                  for layer in layers]
+    return tuple(layers)
 
 
 _SUFFIXES: dict[RateLimitItem, str] = {}
@@ -199,12 +252,12 @@ def _checked_cost(cost: object, rule: str) -> int:
     return max(1, cost)
 
 
-def _spec_key(spec: object, name: str) -> str | RateLimitItem | tuple[Any, ...]:
+def _spec_key(spec: object, name: str) -> str | RateLimitItem | Limit | tuple[Any, ...]:
     """*spec*, hashable: what a limits function returned, as a cache key."""
-    if isinstance(spec, str | RateLimitItem):
+    if isinstance(spec, str | RateLimitItem | Limit):
         return spec
     if isinstance(spec, list | tuple) and all(
-            isinstance(part, str | RateLimitItem) for part in spec):
+            isinstance(part, str | RateLimitItem | Limit) for part in spec):
         return tuple(spec)
     raise ConfigurationError(f"limits function of {name!r}: returned {spec!r}; return a "
                              "spec like '10/minute', a list of them, or None")
@@ -224,9 +277,12 @@ class Policy:
     Requests that no rule matches share one ``default`` counter per client, whatever
     their path: counting per path would let a client escape by varying it.
     *exempt_when* is asked first, for every request: ``True`` means no plan.
+    *global_limits* apply to every request that is not exempt, beside its rule's limits
+    (or alone, where no rule or default limits it), each counted across all routes.
     """
 
-    __slots__ = ("_default", "_entries", "_exempt_when", "_key", "_plans", "_specs", "table")
+    __slots__ = ("_default", "_entries", "_exempt_when", "_globals", "_key", "_plans",
+                 "_specs", "table")
 
     def __init__(
         self,
@@ -236,6 +292,7 @@ class Policy:
         rules: Iterable[Rule] = (),
         shadow: bool = False,
         exempt_when: ExemptFunc | None = None,
+        global_limits: LimitsSpec | None = None,
     ) -> None:
         if not isinstance(shadow, bool):
             raise ConfigurationError(f"shadow={shadow!r}: must be True or False")
@@ -244,30 +301,47 @@ class Policy:
             rules = [rules]
         self.table = RuleTable(rules)
         # A function is kept to be asked per request; anything else is parsed now.
-        default: tuple[RateLimitItem, ...] | LimitsFunc = (
-            limits_function(default_limits)
-            or parse_limits(default_limits, "default_limits"))  # type: ignore[arg-type]
+        function = limits_function(default_limits)
+        default = () if function is not None else parse_layers(
+            default_limits, "default_limits")  # type: ignore[arg-type]
+        if limits_function(global_limits) is not None:
+            raise ConfigurationError("global_limits: give Limits or rates such as "
+                                     "'1000/hour'; choose limits per request in a rule")
         # Checked as Rule checks its key=, so key=5 gets a message naming the option.
         base_keys = key_functions(key, "key")
         # Every chain ends with the socket peer, so a request always has an identity.
         self._key = (*base_keys, client_ip())
+        self._globals = _layers(_GLOBAL_OWNER, _GLOBAL_NAME,
+                                parse_layers(global_limits, "global_limits"), self._key,
+                                self._key)
         self._entries: dict[int, _Entry] = {}
         for compiled in self.table.rules:
             if compiled.exempt:
                 continue
-            limits = compiled.limits or compiled.limits_function or default
-            if not limits:
+            layers = compiled.layers or default
+            if not (layers or compiled.limits_function or function):
                 raise ConfigurationError(
                     f"Rule({compiled.template!r}) has no limits and there are no "
                     "default_limits; give the rule limits or set default_limits"
                 )
-            self._entries[id(compiled)] = _entry(compiled, limits, compiled.name,
-                                                 (*compiled.keys, *self._key), shadow)
-        self._default = _entry(None, default, _DEFAULT_NAME, self._key, shadow) if (
-            default) else None
+            self._entries[id(compiled)] = self._entry(
+                compiled, compiled.name, layers,
+                compiled.limits_function or (function if not compiled.layers else None),
+                (*compiled.keys, *self._key), shadow)
+        self._default = self._entry(None, _DEFAULT_NAME, default, function, self._key,
+                                    shadow) if (default or function or self._globals) else None
         self._plans: dict[tuple[Any, ...], Plan] = {}
-        self._specs: dict[tuple[int, Any], tuple[tuple[RateLimitItem, ...],
-                                                 tuple[str, ...]]] = {}
+        self._specs: dict[tuple[int, Any], tuple[_Layer, ...]] = {}
+
+    def _entry(self, rule: CompiledRule | None, name: str, limits: tuple[Limit, ...],
+               function: LimitsFunc | None, keys: tuple[KeyFunc, ...],
+               shadow: bool) -> _Entry:
+        if rule is not None and rule.shadow is not None:
+            shadow = rule.shadow  # the rule's own setting wins over the global one
+        if function is not None:
+            return _Entry(rule, (), function, keys, name, shadow)
+        return _Entry(rule, _layers(name, name, limits, keys, self._key, self._globals),
+                      None, keys, name, shadow)
 
     def plan(self, request: RequestInfo) -> Plan | None:
         """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
@@ -282,12 +356,6 @@ class Policy:
             return None
         else:
             entry = self._entries[id(rule)]
-        identity = None
-        for function in entry.keys:
-            identity = function(request)
-            if identity is not None:
-                break
-        assert identity is not None  # client_ip() always answers
         cost = 1
         if entry.rule is not None:
             cost_spec = entry.rule.cost
@@ -295,46 +363,88 @@ class Policy:
                 cost = _checked_cost(cost_spec(request), entry.name)
             else:
                 cost = cost_spec
-        # Plans are immutable and the same client asks again and again: reuse them. The
-        # cache is bounded (cleared when full), so a flood of identities only costs
-        # the building we would have done anyway.
-        # Keyed by the entry itself: two rules sharing a name share a prefix, not limits.
-        if entry.function is None:
-            cache_key: tuple[Any, ...] = (id(entry), identity, cost)
-            limits, policies = entry.limits, entry.policies
-        else:
+        spec_key: Any = None
+        layers = entry.layers
+        if entry.function is not None:
             spec = entry.function(request)
-            if spec is None:  # this request is not limited by the rule
+            # None: the rule does not limit this request (the global limits still do).
+            spec_key = None if spec is None else _spec_key(spec, entry.name)
+            layers = self._parsed(entry, spec_key)
+            if not layers:
                 return None
-            spec_key = _spec_key(spec, entry.name)
-            limits, policies = self._parsed(entry, spec_key)
-            cache_key = (id(entry), identity, cost, spec_key)
+        if len(layers) == 1:
+            layer = layers[0]
+            identity = None
+            for function in layer.keys:
+                identity = function(request)
+                if identity is not None:
+                    break
+            assert identity is not None  # client_ip() always answers
+            # Plans are immutable and the same client asks again and again: reuse them.
+            # The cache is bounded (cleared when full), so a flood of identities only
+            # costs the building we would have done anyway. Keyed by the entry itself:
+            # two rules sharing a name share a prefix, not limits.
+            cache_key: tuple[Any, ...] = (id(entry), identity, cost, spec_key)
+            plan = self._plans.get(cache_key)
+            if plan is None:
+                key = layer.prefix + _escape(identity) + layer.suffix  # layer_key()
+                plan = self._cache(cache_key, Plan(entry.name, identity, tuple(
+                    PlanItem(limit, key, cost, policy, limit_key(limit, key))
+                    for limit, policy in zip(layer.limits, layer.policies, strict=True)
+                ), entry.shadow))
+            return plan
+        return self._layered(request, entry, layers, cost, spec_key)
+
+    def _layered(self, request: RequestInfo, entry: _Entry, layers: tuple[_Layer, ...],
+                 cost: int, spec_key: Any) -> Plan:
+        """The plan of a request whose limits count several identities."""
+        identities: list[str] = []
+        last_keys: tuple[KeyFunc, ...] = ()
+        identity: str | None = None
+        for layer in layers:
+            if layer.keys is not last_keys:  # layers of one identity ask their keys once
+                last_keys = layer.keys
+                identity = None
+                for function in layer.keys:
+                    identity = function(request)
+                    if identity is not None:
+                        break
+            assert identity is not None  # client_ip() always answers
+            identities.append(identity)
+        cache_key = (id(entry), tuple(identities), cost, spec_key)
         plan = self._plans.get(cache_key)
         if plan is None:
-            if len(self._plans) >= _PLAN_CACHE:
-                self._plans.clear()
-            key = entry.key_prefix + _escape(identity) + "}"  # storage_key(name, identity)
-            plan = self._plans[cache_key] = Plan(entry.name, identity, tuple(
-                PlanItem(limit, key, cost, policy, limit_key(limit, key))
-                for limit, policy in zip(limits, policies, strict=True)
-            ), entry.shadow)
+            items = []
+            for layer, identity in zip(layers, identities, strict=True):
+                key = layer.prefix + _escape(identity) + layer.suffix
+                items += [PlanItem(limit, key, cost, policy, limit_key(limit, key))
+                          for limit, policy in zip(layer.limits, layer.policies,
+                                                   strict=True)]
+            plan = self._cache(cache_key, Plan(entry.name, identities[0], tuple(items),
+                                               entry.shadow))
         return plan
 
-    def _parsed(self, entry: _Entry, spec: Any,
-                ) -> tuple[tuple[RateLimitItem, ...], tuple[str, ...]]:
-        """The limits a limits function returned, parsed once per distinct spec.
+    def _cache(self, key: tuple[Any, ...], plan: Plan) -> Plan:
+        if len(self._plans) >= _PLAN_CACHE:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def _parsed(self, entry: _Entry, spec: Any) -> tuple[_Layer, ...]:
+        """The layers for what a limits function returned, built once per distinct spec.
 
         A function that returns the same spec again costs one dict lookup. A spec that is
         not a limit is the function's bug: a `ConfigurationError` naming the rule.
         """
         found = self._specs.get((id(entry), spec))
         if found is None:
-            limits = parse_limits(spec, f"limits function of {entry.name!r}")
-            if not limits:
+            limits = () if spec is None else parse_layers(
+                spec, f"limits function of {entry.name!r}")
+            if spec is not None and not limits:
                 raise ConfigurationError(f"limits function of {entry.name!r}: returned "
                                          f"{spec!r}; return None to leave a request unlimited")
             if len(self._specs) >= _SPEC_CACHE:
                 self._specs.clear()
-            found = self._specs[(id(entry), spec)] = (limits,
-                                                      _policy_names(entry.name, limits))
+            found = self._specs[(id(entry), spec)] = _layers(
+                entry.name, entry.name, limits, entry.keys, self._key, self._globals)
         return found

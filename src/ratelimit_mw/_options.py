@@ -59,6 +59,7 @@ class MiddlewareOptions:
     shadow: bool = False
     exempt_when: ExemptFunc | None = None
     enabled: bool = True
+    global_limits: LimitsSpec | None = None
 
     def __post_init__(self) -> None:
         if self.limiter is None:
@@ -86,10 +87,11 @@ class MiddlewareOptions:
                            else self.rules)
 
     def policy(self) -> Policy:
-        """The `Policy` these options describe (rules, defaults, keys, shadow mode,
-        exemptions)."""
+        """The `Policy` these options describe (rules, defaults, global limits, keys,
+        shadow mode, exemptions)."""
         return Policy(default_limits=self.default_limits, key=self.key, rules=self.rules,
-                      shadow=self.shadow, exempt_when=self.exempt_when)
+                      shadow=self.shadow, exempt_when=self.exempt_when,
+                      global_limits=self.global_limits)
 
     def renderer(self) -> HeaderRenderer:
         """The header renderer for the ``headers`` mode."""
@@ -120,3 +122,4 @@ class MiddlewareKwargs(TypedDict, total=False):
     shadow: bool
     exempt_when: ExemptFunc | None
     enabled: bool
+    global_limits: LimitsSpec | None

@@ -13,10 +13,13 @@ from ._request import RequestInfo, normalize_path
 from .errors import ConfigurationError
 from .keys import KeyFunc
 
-__all__ = ["CompiledRule", "ExemptFunc", "LimitsFunc", "LimitsSpec", "Rule", "RuleTable",
-           "limits_function", "parse_limits"]
+__all__ = ["CompiledRule", "ExemptFunc", "Limit", "LimitsFunc", "LimitsSpec", "Rule",
+           "RuleTable", "limits_function", "parse_layers", "parse_limits"]
 
-LimitsSpec: TypeAlias = "str | RateLimitItem | Sequence[str | RateLimitItem]"
+#: Rates: ``"10/minute"``, ``"10/second;1000/hour"``, a ``limits`` item, or a list of them.
+RateSpec: TypeAlias = "str | RateLimitItem | Sequence[str | RateLimitItem]"
+#: What ``limits=`` takes: rates, a `Limit`, or a list mixing rates and `Limit`s.
+LimitsSpec: TypeAlias = "str | RateLimitItem | Limit | Sequence[str | RateLimitItem | Limit]"
 #: Limits decided per request (a plan from an API-key lookup, a gateway header): a spec,
 #: or ``None`` for "this rule does not limit the request".
 LimitsFunc: TypeAlias = Callable[[RequestInfo], "LimitsSpec | None"]
@@ -35,7 +38,7 @@ _METHODS = frozenset(
 )
 
 
-def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ...]:
+def parse_limits(spec: RateSpec | None, where: str) -> tuple[RateLimitItem, ...]:
     """Parse ``"10/second;1000/hour"``, an item or a list of either; errors name *where*."""
     if spec is None:
         return ()
@@ -53,6 +56,9 @@ def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ..
         if isinstance(part, RateLimitItem):
             items.append(part)
             continue
+        if isinstance(part, Limit):
+            raise ConfigurationError(f"{where}: a Limit's rates are strings like "
+                                     "'10/minute'; list Limits side by side instead")
         if not isinstance(part, str):
             raise ConfigurationError(f"{where}: limits must be strings like '10/minute', "
                                      f"got {part!r}")
@@ -73,7 +79,7 @@ def parse_limits(spec: LimitsSpec | None, where: str) -> tuple[RateLimitItem, ..
 
 def limits_function(spec: object) -> LimitsFunc | None:
     """*spec* when it is a function choosing the limits per request, else ``None``."""
-    if callable(spec) and not isinstance(spec, str | RateLimitItem):
+    if callable(spec) and not isinstance(spec, str | RateLimitItem | Limit):
         return spec
     return None
 
@@ -105,6 +111,73 @@ def exempt_predicate(value: ExemptFunc | None, where: str = "") -> ExemptFunc | 
         raise ConfigurationError(f"{prefix}exempt_when={value!r} is not callable; use "
                                  "(RequestInfo) -> bool, e.g. keys.client_in([...])")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """Rates counted for an identity of their own: one layer of a request's limits.
+
+    *key* says whom the rates count (a key function or a chain of them; ``None``: the
+    rule's key); when it answers ``None`` the request counts as the middleware's key
+    would count it, so a missing header never escapes a limit. *name* names the layer in
+    the ``RateLimit`` headers and the problem body, and gives it a counter of its own.
+
+    Example::
+
+        Rule("/search", [Limit("10/second"),
+                         Limit("1000/hour", key=keys.header("X-Tenant"), name="tenant")])
+        RateLimitMiddleware(app, default_limits="100/minute",
+                            global_limits=[Limit("5000/minute", key=keys.shared(),
+                                                 name="global")])
+
+    Every limit of a request, across its identities, is decided at once: a request that
+    the tenant's limit refuses consumes nothing of the user's. Limits that share a name
+    (unnamed ones included) must count the same identity: they are one layer.
+    """
+
+    spec: RateSpec = field(compare=False)
+    key: KeyFunc | Sequence[KeyFunc] | None = field(default=None, compare=False)
+    name: str | None = None
+    #: The parsed rates and key functions: what two equal Limits have in common.
+    items: tuple[RateLimitItem, ...] = field(init=False, repr=False)
+    keys: tuple[KeyFunc, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        where = f"Limit({self.spec!r})"
+        items = parse_limits(self.spec, where)
+        if not items:
+            raise ConfigurationError(f"{where}: give rates, e.g. Limit('10/minute')")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ConfigurationError(f"{where}: name must be a non-empty string")
+        object.__setattr__(self, "items", items)
+        object.__setattr__(self, "keys", key_functions(self.key, where))
+
+
+def parse_layers(spec: LimitsSpec | None, where: str) -> tuple[Limit, ...]:
+    """*spec* as layers: rates without a `Limit` form one unnamed layer counted for the
+    rule's key; `Limit`s with the same name and key merge into one layer."""
+    if spec is None:
+        return ()
+    if isinstance(spec, Limit):
+        return (spec,)
+    if isinstance(spec, str | RateLimitItem) or not isinstance(spec, Iterable):
+        return (Limit(parse_limits(spec, where)),)
+    layers: dict[str | None, Limit] = {}
+    for given in spec:
+        part = given if isinstance(given, Limit) else Limit(parse_limits(given, where))
+        found = layers.get(part.name)
+        if found is None:
+            layers[part.name] = part
+        elif found.keys != part.keys:
+            label = "unnamed" if part.name is None else f"named {part.name!r}"
+            raise ConfigurationError(
+                f"{where}: two Limits {label} count different identities; give each a "
+                "name=, e.g. Limit('1000/hour', key=keys.header('X-Tenant'), "
+                "name='tenant')")
+        else:
+            layers[part.name] = Limit((*found.items, *part.items), key=found.key,
+                                      name=found.name)
+    return tuple(layers.values())
 
 
 def compile_template(template: str) -> tuple[str, re.Pattern[str] | None]:
@@ -220,8 +293,9 @@ class CompiledRule:
     template: str
     regex: re.Pattern[str] | None
     methods: frozenset[str] | None
-    limits: tuple[RateLimitItem, ...]
-    #: Limits chosen per request (``limits=`` a callable); ``limits`` is then empty.
+    #: The rule's limits as layers (`parse_layers`); empty when chosen per request.
+    layers: tuple[Limit, ...]
+    #: Limits chosen per request (``limits=`` a callable); ``layers`` is then empty.
     limits_function: LimitsFunc | None
     keys: tuple[KeyFunc, ...]
     cost: int | CostFunc
@@ -262,12 +336,12 @@ class CompiledRule:
             if "GET" in methods:
                 methods |= {"HEAD"}
         function = limits_function(rule.limits)
-        limits = () if function is not None else parse_limits(
+        layers = () if function is not None else parse_layers(
             rule.limits, where)  # type: ignore[arg-type]
         if not isinstance(rule.exempt, bool):
             raise ConfigurationError(f"{where}: exempt must be True or False, "
                                      f"got {rule.exempt!r}")
-        if rule.exempt and (limits or function is not None):
+        if rule.exempt and (layers or function is not None):
             raise ConfigurationError(f"{where}: an exempt rule takes no limits")
         exempt_when = exempt_predicate(rule.exempt_when, where)
         if rule.exempt and exempt_when is not None:
@@ -284,9 +358,14 @@ class CompiledRule:
             raise ConfigurationError(f"{where}: name must be a non-empty string")
         if rule.shadow is not None and not isinstance(rule.shadow, bool):
             raise ConfigurationError(f"{where}: shadow must be True, False or None")
-        return cls(template, regex, methods, limits, function, keys, cost, rule.exempt,
+        return cls(template, regex, methods, layers, function, keys, cost, rule.exempt,
                    rule.name or template, rule.shadow, exempt_when,
                    rule.exempt or exempt_when is not None)
+
+    @property
+    def limits(self) -> tuple[RateLimitItem, ...]:
+        """Every rate of the rule's layers, in order."""
+        return tuple(item for layer in self.layers for item in layer.items)
 
     def matches(self, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:

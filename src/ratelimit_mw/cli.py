@@ -20,9 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from limits import RateLimitItem
-
-from ._rules import compile_template, parse_limits
+from ._rules import Limit, compile_template, parse_layers, parse_limits
 from ._storage.limiter import RateLimiter
 from ._storage.redis import RedisOptions, mask_url, resolve_storage_url
 from .config import TIER, Settings, load_settings
@@ -162,18 +160,18 @@ def check(url: str | None, timeout: float, out: TextIO) -> int:
     return 1 if report.failed else 0
 
 
-def _find_rule(settings: Settings,
-               rule: str) -> tuple[str, tuple[RateLimitItem, ...]] | None:
-    """The counter name and the limits of the rule named (or templated) *rule* in
+def _find_rule(settings: Settings, rule: str) -> tuple[str, tuple[Limit, ...]] | None:
+    """The counter name and the layers of the rule named (or templated) *rule* in
     *settings*; ``None`` when there is no such rule.
 
     *rule* is compared with each rule's name and its normalised template (a path is
     normalised first, so ``/login`` finds a rule written ``/login/``). The counter is the
     one the middleware writes: the rule's *name*, else its normalised template, even
-    when a named rule is looked up by its path.
+    when a named rule is looked up by its path. ``global`` (when no rule has that name)
+    is the global limits, whose counters belong to no rule.
     """
     # Limits chosen per request (tiers) are not known here: --limit names them.
-    default = () if settings.default_limits == TIER else parse_limits(
+    default = () if settings.default_limits == TIER else parse_layers(
         settings.default_limits, "default_limits")
     if rule == "default":
         return "default", default
@@ -184,7 +182,10 @@ def _find_rule(settings: Settings,
     for entry in settings.rule_objects():
         compiled = entry.compiled
         if wanted & {compiled.name, compiled.template}:
-            return compiled.name, () if compiled.exempt else (compiled.limits or default)
+            return compiled.name, () if compiled.exempt else (compiled.layers or default)
+    if rule == "global":
+        return "", parse_layers(settings.middleware_options()["global_limits"],
+                                "global_limits")
     return None
 
 
@@ -198,18 +199,25 @@ def inspect(args: argparse.Namespace, settings: Settings, out: TextIO, *,
             clear: bool = False) -> int:
     found = _find_rule(settings, args.rule)
     counter = found[0] if found else args.rule
-    known = found[1] if found else ()
+    # A layer is one of the rule's Limits, by name; without --layer, its unnamed one.
+    layer = next((limit for limit in (found[1] if found else ())
+                  if limit.name == args.layer), None)
+    known = layer.items if layer is not None else ()
     items = parse_limits(args.limit, "--limit") if args.limit else known
     if not items:
-        out.write(f"no limits known for rule {args.rule!r}: pass --limit, or a --config "
-                  "that has the rule\n")
+        if args.layer:
+            out.write(f"no limits known for rule {args.rule!r} layer {args.layer!r}: pass "
+                      "--limit, or --layer with the name of one of the rule's Limits\n")
+        else:
+            out.write(f"no limits known for rule {args.rule!r}: pass --limit, or a "
+                      "--config that has the rule\n")
         return 2
     limiter = _limiter_for(args, settings)
     try:
         for item in items:
             if clear:
-                limiter.reset(item, counter, args.identity)
-            quota = limiter.peek(item, counter, args.identity)
+                limiter.reset(item, counter, args.identity, layer=args.layer)
+            quota = limiter.peek(item, counter, args.identity, layer=args.layer)
             reset_in = max(0.0, quota.reset_at - time.time())
             out.write(f"{args.rule} {item!r} for {args.identity}: {quota.remaining}/"
                       f"{item.amount} left, resets in {reset_in:.0f}s"
@@ -257,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rule name or path template; 'default' for default_limits")
         sub.add_argument("--identity", required=True,
                          help="the key function's identity, e.g. ip:203.0.113.7")
+        sub.add_argument("--layer", help="the name of one of the rule's Limits, e.g. "
+                         "tenant (default: its unnamed limits)")
         sub.add_argument("--limit", help="e.g. 5/minute (default: the rule's limits from "
                                          "the configuration)")
         sub.add_argument("--storage", help="storage URL (default: configuration, REDIS_URL)")

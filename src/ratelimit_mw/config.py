@@ -23,6 +23,11 @@ Example ``ratelimit.toml``::
     [[rules]]
     path = "/health"
     exempt = true
+
+    [[global_limits]]
+    limits = "5000/minute"
+    key = {kind = "shared"}
+    name = "global"
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 from . import keys as key_functions
 from ._options import MiddlewareOptions
 from ._request import RequestInfo
-from ._rules import Rule, parse_limits
+from ._rules import Limit, Rule, parse_limits
 from ._storage.redis import RedisOptions, mask_url, resolve_storage_url
 from .errors import ConfigurationError
 from .keys import KeyFunc
@@ -85,6 +90,9 @@ class Settings:
     #: ``[tiers]``: limits per plan, chosen by a request header; ``"tier"`` as a
     #: ``limits`` / ``default_limits`` value refers to it.
     tiers: Mapping[str, Any] = field(default_factory=dict)
+    #: Limits on every request beside its rule's: rates (counted per client across all
+    #: routes), or ``[[global_limits]]`` tables (``limits``, ``key``, ``name``).
+    global_limits: str | tuple[Any, ...] | None = None
     socket_timeout: float = 0.25
     socket_connect_timeout: float = 0.25
     max_connections: int = 64
@@ -142,6 +150,8 @@ class Settings:
             fields_ = dict(spec)
             if fields_.get("limits") == TIER:
                 fields_["limits"] = self.tier_function(f"{where}.limits")
+            elif "limits" in fields_:
+                fields_["limits"] = _limits_from(fields_["limits"], f"{where}.limits")
             rules.append(_rule_from(fields_, where))
         return rules
 
@@ -151,6 +161,7 @@ class Settings:
             name: getattr(self, name) for name in _MIDDLEWARE_FIELDS}
         options["rules"] = self.rule_objects()
         options["key"] = self.key_function()
+        options["global_limits"] = _limits_from(self.global_limits, "global_limits")
         if self.default_limits == TIER:
             options["default_limits"] = self.tier_function("default_limits")
         if self.storage is None or not self.storage.startswith("memory"):
@@ -164,13 +175,16 @@ class Settings:
         data["key"] = dict(self.key)
         data["rules"] = [dict(rule) for rule in self.rules]
         data["tiers"] = dict(self.tiers)
+        if isinstance(self.global_limits, tuple):
+            data["global_limits"] = [dict(limit) if isinstance(limit, Mapping) else limit
+                                     for limit in self.global_limits]
         return data
 
 
 #: Settings passed to the middleware as they are (key, rules and the Redis numbers are
 #: built into objects first).
 _MIDDLEWARE_FIELDS = tuple(f.name for f in fields(Settings) if f.name in {
-    f.name for f in fields(MiddlewareOptions)} - {"key", "rules"})
+    f.name for f in fields(MiddlewareOptions)} - {"key", "rules", "global_limits"})
 
 
 class Tiers:
@@ -235,6 +249,39 @@ def _key_from(spec: dict[str, Any], where: str) -> KeyFunc:
         # AttributeError: a wrong type of option, e.g. header's name = 5 (5.lower()).
         raise ConfigurationError(f"{where}: {error} (kind={kind!r}, options "
                                  f"{spec!r})") from None
+
+
+_LIMIT_FIELDS = ("limits", "key", "name")
+
+
+def _limits_from(value: Any, where: str) -> Any:
+    """A ``limits`` value as written in TOML: rates, or ``{limits, key, name}`` tables
+    (alone or in a list beside rates) that become `Limit`s."""
+    if isinstance(value, Mapping):
+        return _limit_from(dict(value), where)
+    if isinstance(value, list | tuple):
+        return [_limit_from(dict(part), f"{where}[{index}]") if isinstance(part, Mapping)
+                else part for index, part in enumerate(value)]
+    return value
+
+
+def _limit_from(spec: dict[str, Any], where: str) -> Limit:
+    unknown = set(spec) - set(_LIMIT_FIELDS)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown field(s) {sorted(unknown)}; use "
+                                 f"{', '.join(_LIMIT_FIELDS)}")
+    if "limits" not in spec:
+        raise ConfigurationError(f"{where}: a limit needs its rates, e.g. "
+                                 "limits = \"1000/hour\"")
+    if "key" in spec:
+        if not isinstance(spec["key"], Mapping):
+            raise ConfigurationError(f"{where}.key={spec['key']!r}: write a table like "
+                                     "{kind = \"header\", name = \"X-Tenant\"}")
+        spec["key"] = _key_from(dict(spec["key"]), f"{where}.key")
+    try:
+        return Limit(spec["limits"], key=spec.get("key"), name=spec.get("name"))
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{where}: {error}") from None
 
 
 def _rule_from(spec: dict[str, Any], where: str) -> Rule:
@@ -319,6 +366,8 @@ def _from_file(path: Path) -> dict[str, Any]:
             raise ConfigurationError(f"rules={data['rules']!r}: write them as [[rules]] "
                                      "tables")
         data["rules"] = tuple(data["rules"])
+    if isinstance(data.get("global_limits"), list):
+        data["global_limits"] = tuple(data["global_limits"])
     return data
 
 

@@ -550,3 +550,55 @@ def test_check_acl_user_without_scripting_is_told_what_to_grant(
     assert "FAILED" in result.stdout
     assert "+@scripting" in result.stdout, result.stdout
     assert "Redis wants credentials" not in result.stdout
+
+
+def test_inspect_and_reset_a_layer_and_the_global_limits(tmp_path: Path, redis_url: str,
+                                                         redis_client: redis.Redis) -> None:
+    """--layer reads a named Limit's counter, ``global`` the global limits': the counters
+    the middleware wrote for a layered request."""
+    config = tmp_path / "ratelimit.toml"
+    config.write_text(f"""
+storage = "{redis_url}"
+key = {{ kind = "header", name = "X-User", hashed = false }}
+
+[[rules]]
+path = "/search"
+limits = ["5/minute", {{ limits = "3/minute", name = "tenant",
+                         key = {{ kind = "header", name = "X-Tenant", hashed = false }} }}]
+
+[[global_limits]]
+limits = "100/minute"
+""".replace("\n                         key", " key"))
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
+        return [b"ok"]
+
+    middleware = WSGIRateLimitMiddleware(
+        app, **load_settings(config, environ={}).middleware_options())
+    try:
+        with httpx.Client(transport=httpx.WSGITransport(app=middleware),
+                          base_url="http://test") as client:
+            codes = [client.get("/search", headers={"X-User": "u1", "X-Tenant": "acme"}
+                                ).status_code for _ in range(2)]
+    finally:
+        middleware.limiter.close()
+    assert codes == [200, 200]
+
+    def inspect(*extra: str) -> str:
+        result = run("inspect", "--config", str(config), *extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    assert "3/5 left" in inspect("--rule", "/search", "--identity", "hdr:x-user:u1")
+    assert "1/3 left" in inspect("--rule", "/search", "--layer", "tenant",
+                                 "--identity", "hdr:x-tenant:acme")
+    assert "98/100 left" in inspect("--rule", "global", "--identity", "hdr:x-user:u1")
+    cleared = run("reset", "--config", str(config), "--rule", "/search", "--layer",
+                  "tenant", "--identity", "hdr:x-tenant:acme")
+    assert "(cleared)" in cleared.stdout
+    assert "3/3 left" in cleared.stdout
+    missing = run("inspect", "--config", str(config), "--rule", "/search", "--layer",
+                  "nope", "--identity", "x")
+    assert missing.returncode == 2
+    assert "layer 'nope'" in missing.stdout

@@ -16,10 +16,12 @@ import redis
 
 from ratelimit_mw import (
     AsyncRateLimiter,
+    Limit,
     RateLimiter,
     RateLimitMiddleware,
     Rule,
     WSGIRateLimitMiddleware,
+    keys,
 )
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
@@ -167,3 +169,49 @@ async def test_disabled_middlewares_never_connect(server: PrivateRedis,
     assert asgi_codes == wsgi_codes == [200] * 3
     assert commands == []
     assert after - before == 1  # the monitor's own connection, nothing else
+
+
+# -- layered limits: three identities, still one script call ------------------------------
+
+LAYERED: dict[str, Any] = {
+    "key": keys.header("X-User"),
+    "rules": [Rule("/state", [Limit("100/minute;1000/hour"),
+                              Limit("500/minute", key=keys.header("X-Tenant"),
+                                    name="tenant")])],
+    "global_limits": [Limit("10000/minute", key=keys.shared(), name="global")],
+}
+
+
+async def test_asgi_three_layers_one_round_trip(server: PrivateRedis, strategy: str,
+                                                tmp_path: Path) -> None:
+    app = RateLimitMiddleware(starlette_app, storage=server.url, strategy=strategy,
+                              **LAYERED)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        await client.get("/state", headers={"X-User": "u0", "X-Tenant": "t0"})
+        monitor = Monitor(server.port, tmp_path / "monitor.txt")
+        responses = [await client.get("/state", headers={"X-User": f"u{n % 3}",
+                                                         "X-Tenant": f"t{n % 2}"})
+                     for n in range(10)]
+        commands = client_commands(monitor.stop())
+    assert [r.status_code for r in responses] == [200] * 10
+    assert all(r.headers["ratelimit"].count(";r=") == 4 for r in responses)
+    assert commands == ["EVALSHA"] * 10
+    await app.limiter.aclose()  # type: ignore[union-attr]
+
+
+def test_wsgi_three_layers_one_round_trip(server: PrivateRedis, strategy: str,
+                                          tmp_path: Path) -> None:
+    middleware = WSGIRateLimitMiddleware(flask_app().wsgi_app, storage=server.url,
+                                         strategy=strategy, **LAYERED)
+    with httpx.Client(transport=httpx.WSGITransport(app=middleware),
+                      base_url="http://test") as client:
+        client.get("/state", headers={"X-User": "u0", "X-Tenant": "t0"})
+        monitor = Monitor(server.port, tmp_path / "monitor.txt")
+        codes = [client.get("/state", headers={"X-User": f"u{n % 3}",
+                                               "X-Tenant": f"t{n % 2}"}).status_code
+                 for n in range(10)]
+        commands = client_commands(monitor.stop())
+    assert codes == [200] * 10
+    assert commands == ["EVALSHA"] * 10
+    middleware.limiter.close()  # type: ignore[union-attr]

@@ -27,7 +27,7 @@ DEFAULTS = {
     "storage": None, "strategy": "fixed-window", "default_limits": None, "headers": "both",
     "on_storage_error": "memory", "shadow": False, "key": {}, "rules": (),
     "socket_timeout": 0.25, "socket_connect_timeout": 0.25, "max_connections": 64,
-    "pool_timeout": 1.0, "batch": True, "enabled": True, "tiers": {},
+    "pool_timeout": 1.0, "batch": True, "enabled": True, "tiers": {}, "global_limits": None,
 }
 
 
@@ -472,6 +472,17 @@ INVALID_TOML = [
      ["rules[0].key:", "head", "kind='api_key'"]),
     ('[[rules]]\npath = "/a"\nlimits = "1/minute"\n'
      'key = { kind = "client_ip", trusted_hops = -1 }', ["rules[0].key:", "trusted_hops=-1"]),
+    ('[[rules]]\npath = "/a"\nlimits = [{ limits = "1/minute", colour = "red" }]',
+     ["rules[0].limits[0]: unknown field(s) ['colour']"]),
+    ('[[global_limits]]\nname = "g"', ["global_limits[0]: a limit needs its rates"]),
+    ('[[global_limits]]\nlimits = "1/minute"\nkey = "shared"',
+     ["global_limits[0].key='shared'", "table"]),
+    ('[[global_limits]]\nlimits = "1/minute"\nkey = { kind = "cookie" }',
+     ["global_limits[0].key.kind='cookie'"]),
+    ('[[global_limits]]\nlimits = "often"', ["global_limits[0]", "'often' is not a rate"]),
+    ('global_limits = "often"', ["global_limits: 'often' is not a rate"]),
+    ('[[global_limits]]\nlimits = "1/minute"\n[[global_limits]]\nlimits = "9/hour"\n'
+     'key = { kind = "shared" }', ["global_limits", "give each a name="]),
 ]
 
 
@@ -613,7 +624,8 @@ def test_middleware_options_contents(tmp_path: Path) -> None:
     settings = load_settings(toml(tmp_path, APP_TOML), environ={})
     options = settings.middleware_options()
     assert set(options) == {"storage", "strategy", "default_limits", "headers",
-                            "on_storage_error", "rules", "key", "shadow", "enabled"}
+                            "on_storage_error", "rules", "key", "shadow", "enabled",
+                            "global_limits"}
     assert options["storage"] == "memory://"
     assert [rule.path for rule in options["rules"]] == ["/login", "/health"]
     assert options["key"](req(headers={"X-User-Id": "u1"})) == "hdr:x-user-id:u1"
@@ -738,3 +750,60 @@ def test_describe_without_storage_shows_what_the_middleware_would_use(
     assert Settings().describe()["storage"] == "memory://"
     monkeypatch.setenv("REDIS_URL", "redis://:envpw@h:6379/0")
     assert Settings().describe()["storage"] == "redis://:***@h:6379/0"
+
+
+# -- layered and global limits -------------------------------------------------------------
+
+
+LAYERED_TOML = """
+key = { kind = "header", name = "X-User" }
+
+[[rules]]
+path = "/search"
+
+[[rules.limits]]
+limits = "10/second"
+
+[[rules.limits]]
+limits = "1000/hour"
+name = "tenant"
+key = { kind = "header", name = "X-Tenant" }
+
+[[global_limits]]
+limits = "5000/minute"
+key = { kind = "shared" }
+name = "everyone"
+"""
+
+
+def test_layered_and_global_limits_from_a_file(tmp_path: Path) -> None:
+    settings = load_settings(toml(tmp_path, LAYERED_TOML), environ={})
+    options = settings.middleware_options()
+    policy = RateLimitMiddleware(lambda *a: None, **options).policy
+    plan = policy.plan(req(path="/search", headers={"x-user": "u1", "x-tenant": "acme"}))
+    assert plan is not None
+    assert [(i.policy, i.limit.amount) for i in plan.items] == [
+        ("/search", 10), ("tenant", 1000), ("everyone", 5000)]
+    other = policy.plan(req(path="/other", headers={"x-user": "u2", "x-tenant": "acme"}))
+    assert other is not None
+    assert other.items[-1].key == plan.items[-1].key
+    assert settings.describe()["global_limits"] == [
+        {"limits": "5000/minute", "key": {"kind": "shared"}, "name": "everyone"}]
+
+
+def test_rates_and_limit_tables_mix_in_one_list(tmp_path: Path) -> None:
+    text = ('[[rules]]\npath = "/x"\nlimits = ["10/second", { limits = "9/hour", '
+            'name = "t", key = { kind = "shared" } }]\n')
+    rule = load_settings(toml(tmp_path, text), environ={}).rule_objects()[0]
+    assert [(layer.name, [i.amount for i in layer.items]) for layer in
+            rule.compiled.layers] == [(None, [10]), ("t", [9])]
+
+
+def test_global_limits_from_the_environment() -> None:
+    settings = load_settings(environ={"RATELIMIT_GLOBAL_LIMITS": "1000/hour"})
+    assert settings.global_limits == "1000/hour"
+    policy = WSGIRateLimitMiddleware(lambda *a: [], **settings.middleware_options()).policy
+    plan = policy.plan(req(path="/anything"))
+    assert plan is not None
+    assert [i.policy for i in plan.items] == ["global"]
+    policy.plan(req())  # every route, one counter per client

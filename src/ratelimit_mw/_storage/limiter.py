@@ -21,7 +21,7 @@ import limits.strategies
 from limits import RateLimitItem, parse
 
 from .._breaker import CircuitBreaker
-from .._core import Decision, Plan, PlanItem, Quota, limit_key, storage_key
+from .._core import Decision, Plan, PlanItem, Quota, layer_key, limit_key
 from .._flow import Flow, arun, run
 from .._rules import NAMESPACE
 from .._strategies import Strategy, strategy_named
@@ -131,14 +131,16 @@ class _Limiter:
             return Decision(quotas[0].allowed, plan, quotas)
         return Decision(all(q.allowed for q in quotas), plan, quotas)
 
-    def _peek(self, limit: str | RateLimitItem, identifiers: tuple[str, ...]) -> Flow[Quota]:
-        plan = self._plan(limit, identifiers, 1)
+    def _peek(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
+              layer: str | None) -> Flow[Quota]:
+        plan = self._plan(limit, identifiers, 1, layer)
         if self.memory is not None:
             return self._in_memory(self.memory, plan, consume=False).quotas[0]
         return (yield from peek_flow(plan.items[0]))
 
-    def _reset(self, limit: str | RateLimitItem, identifiers: tuple[str, ...]) -> Flow[None]:
-        item = self._plan(limit, identifiers, 1).items[0]
+    def _reset(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
+               layer: str | None) -> Flow[None]:
+        item = self._plan(limit, identifiers, 1, layer).items[0]
         if self.memory is not None:
             self.memory.clear(limit_key(item.limit, item.key))
             return
@@ -160,13 +162,16 @@ class _Limiter:
         return item
 
     def _plan(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
-              cost: int) -> Plan:
+              cost: int, layer: str | None = None) -> Plan:
         if not identifiers:
             raise ConfigurationError("give at least one identifier, e.g. hit('10/minute', "
                                      "'user:42')")
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ConfigurationError(f"cost={cost!r}: must be a whole number >= 1")
-        key = storage_key(*identifiers)
+        if layer is not None and (not isinstance(layer, str) or not layer):
+            raise ConfigurationError(f"layer={layer!r}: give the name of a Limit, e.g. "
+                                     "layer='tenant'")
+        key = layer_key(*identifiers, name=layer)
         return Plan("/".join(identifiers), key, (PlanItem(self._item(limit), key, cost,
                                                            "limit"),))
 
@@ -213,19 +218,26 @@ class RateLimiter(_Limiter):
         with self._guarded:
             return run(self._flow(plan), self.strategy)
 
-    def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1) -> Quota:
-        """Consume *cost* from *limit* for *identifiers*; the quota after the hit."""
-        return self.check(self._plan(limit, identifiers, cost)).quotas[0]
+    def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1,
+            layer: str | None = None) -> Quota:
+        """Consume *cost* from *limit* for *identifiers*; the quota after the hit.
 
-    def peek(self, limit: str | RateLimitItem, *identifiers: str) -> Quota:
-        """The quota of *limit* for *identifiers*, without consuming it."""
-        with self._wrapped:
-            return run(self._peek(limit, identifiers), self.strategy)
+        *layer* names a `Limit`'s layer: ``hit("1000/hour", "/search", tenant,
+        layer="tenant")`` counts where the middleware counts that layer.
+        """
+        return self.check(self._plan(limit, identifiers, cost, layer)).quotas[0]
 
-    def reset(self, limit: str | RateLimitItem, *identifiers: str) -> None:
-        """Clear the counter of *limit* for *identifiers*."""
+    def peek(self, limit: str | RateLimitItem, *identifiers: str,
+             layer: str | None = None) -> Quota:
+        """The quota of *limit* for *identifiers* (in *layer*), without consuming it."""
         with self._wrapped:
-            run(self._reset(limit, identifiers), self.strategy)
+            return run(self._peek(limit, identifiers, layer), self.strategy)
+
+    def reset(self, limit: str | RateLimitItem, *identifiers: str,
+              layer: str | None = None) -> None:
+        """Clear the counter of *limit* for *identifiers* (in *layer*)."""
+        with self._wrapped:
+            run(self._reset(limit, identifiers, layer), self.strategy)
 
     def ping(self) -> bool:
         """``True`` when the storage answers."""
@@ -293,19 +305,22 @@ class AsyncRateLimiter(_Limiter):
             async with self._gate:
                 return await arun(self._flow(plan), self.strategy)
 
-    async def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1) -> Quota:
-        """Consume *cost* from *limit* for *identifiers*; the quota after the hit."""
-        return (await self.acheck(self._plan(limit, identifiers, cost))).quotas[0]
+    async def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1,
+                  layer: str | None = None) -> Quota:
+        """Consume *cost* from *limit* for *identifiers* (in *layer*); the quota after."""
+        return (await self.acheck(self._plan(limit, identifiers, cost, layer))).quotas[0]
 
-    async def peek(self, limit: str | RateLimitItem, *identifiers: str) -> Quota:
-        """The quota of *limit* for *identifiers*, without consuming it."""
+    async def peek(self, limit: str | RateLimitItem, *identifiers: str,
+                   layer: str | None = None) -> Quota:
+        """The quota of *limit* for *identifiers* (in *layer*), without consuming it."""
         with self._wrapped:
-            return await arun(self._peek(limit, identifiers), self.strategy)
+            return await arun(self._peek(limit, identifiers, layer), self.strategy)
 
-    async def reset(self, limit: str | RateLimitItem, *identifiers: str) -> None:
-        """Clear the counter of *limit* for *identifiers*."""
+    async def reset(self, limit: str | RateLimitItem, *identifiers: str,
+                    layer: str | None = None) -> None:
+        """Clear the counter of *limit* for *identifiers* (in *layer*)."""
         with self._wrapped:
-            await arun(self._reset(limit, identifiers), self.strategy)
+            await arun(self._reset(limit, identifiers, layer), self.strategy)
 
     async def ping(self) -> bool:
         """``True`` when the storage answers."""

@@ -9,7 +9,7 @@ per call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import limits.aio.storage
@@ -17,7 +17,7 @@ import limits.storage
 from limits.util import WindowStats
 
 from .._core import Decision, Plan, PlanItem, Quota, item_key
-from .._flow import Flow
+from .._flow import Flow, Op
 from .._strategies import StrategySpec
 from .batch import ScriptBatcher
 
@@ -37,7 +37,7 @@ class ScriptPath:
     ``limits``' layout for that strategy.
     """
 
-    __slots__ = ("_decode", "_keys", "_prefix", "_script", "client", "runner")
+    __slots__ = ("_decode", "_keys", "_prefix", "_script", "_slot", "client", "runner")
 
     def __init__(self, client: Any, prefix: str, spec: StrategySpec) -> None:
         self.client = client
@@ -47,6 +47,13 @@ class ScriptPath:
         self._prefix = prefix
         self._decode = spec.decode
         self._keys = spec.redis_keys
+        #: A cluster runs a script on the node of its keys' slot: a plan whose keys span
+        #: slots (limits of several identities) is decided slot by slot, `_per_slot`.
+        self._slot: Callable[[bytes], int] | None = None
+        if type(client).__name__ == "RedisCluster":
+            from redis.crc import key_slot  # redis is installed: this is its client
+
+            self._slot = key_slot
 
     @classmethod
     def for_storage(cls, storage: Any, spec: StrategySpec) -> ScriptPath | None:
@@ -73,26 +80,72 @@ class ScriptPath:
 
     def flow(self, plan: Plan) -> Flow[Decision]:
         """One script call for the whole plan; the quotas decoded from its reply."""
-        keys: list[str] = []
-        args: list[int] = [len(plan.items)]
-        prefix, layout = self._prefix, self._keys
-        for item in plan.items:
-            keys += layout(prefix, item_key(item))
-            args += (item.limit.amount, item.limit.get_expiry(), item.cost)
-        runner = self.runner
-        values = yield lambda _strategy: runner(keys=keys, args=args)
+        keys, args, slots = self._call(plan.items)
+        if len(slots) > 1:
+            return (yield from self._per_slot(plan, slots))
+        values = yield _script_call(self.runner, keys, args)
         quotas = self._decode(plan, [int(v) for v in values], time.time())
         return Decision(all(q.allowed for q in quotas), plan, quotas)
+
+    def _call(self, items: Sequence[PlanItem], dry: bool = False,
+              ) -> tuple[list[str], list[int], dict[int, list[int]]]:
+        """The script's keys and arguments for *items*; on a cluster, also the positions
+        of the items in each hash slot (else an empty dict)."""
+        keys: list[str] = []
+        args: list[int] = [-len(items) if dry else len(items)]
+        slots: dict[int, list[int]] = {}
+        prefix, layout, slot = self._prefix, self._keys, self._slot
+        for position, item in enumerate(items):
+            item_keys = layout(prefix, item_key(item))
+            if slot is not None:
+                # Every key of an item carries its plan item's hash tag: one slot each.
+                slots.setdefault(slot(item_keys[0].encode()), []).append(position)
+            keys += item_keys
+            args += (item.limit.amount, item.limit.get_expiry(), item.cost)
+        return keys, args, slots
+
+    def _per_slot(self, plan: Plan, slots: dict[int, list[int]]) -> Flow[Decision]:
+        """A plan across cluster slots: every slot decides without consuming first, and
+        only when all have room is each consumed.
+
+        A refusal known at the first step consumes nothing anywhere. A concurrent request
+        that takes a slot's last unit between the two steps makes that slot refuse after
+        the slots before it consumed: the weaker guarantee docs/scaling.md states.
+        """
+        quotas: list[Quota | None] = [None] * len(plan.items)
+        for dry in (True, False):
+            for positions in slots.values():
+                part = plan._replace(items=tuple(plan.items[i] for i in positions))
+                keys, args, _ = self._call(part.items, dry)
+                values = yield _script_call(self.runner, keys, args)
+                decided = self._decode(part, [int(v) for v in values], time.time())
+                for position, quota in zip(positions, decided, strict=True):
+                    quotas[position] = quota
+                if not dry and not all(q.allowed for q in decided):
+                    break  # the slots after it keep their dry-run quotas, unconsumed
+            done = tuple(q for q in quotas if q is not None)
+            if not all(q.allowed for q in done):
+                return Decision(False, plan, done)
+        return Decision(True, plan, done)
+
+
+def _script_call(runner: Callable[..., Any], keys: list[str], args: list[int]) -> Op:
+    return lambda _strategy: runner(keys=keys, args=args)
 
 
 def check_flow(plan: Plan) -> Flow[Decision]:
     """A check through ``limits``' strategy: yields its operations, returns the decision.
 
-    Limits are hit in order; once one refuses, the later ones are only read (not
-    consumed), so a refused request costs nothing more than the limit that refused it.
+    Several limits are tested first and hit only when every test passes, so a refusal
+    consumes nothing; a concurrent request between the tests and the hits can still make
+    a later limit refuse after earlier ones were hit (these storages have no scripts to
+    decide atomically). Once one refuses, the later ones are only read.
     """
     quotas: list[Quota] = []
     refused = False
+    if len(plan.items) > 1:
+        for item in plan.items:
+            refused = refused or not (yield _test(item))
     for item in plan.items:
         allowed: bool | None = None
         if not refused:
@@ -114,6 +167,10 @@ def peek_flow(item: PlanItem) -> Flow[Quota]:
 def reset_flow(item: PlanItem) -> Flow[None]:
     """Clear the counter of *item*."""
     yield lambda strategy: strategy.clear(item.limit, item.key)
+
+
+def _test(item: PlanItem) -> Callable[[Any], Any]:
+    return lambda strategy: strategy.test(item.limit, item.key, cost=item.cost)
 
 
 def _hit(item: PlanItem) -> Callable[[Any], Any]:
