@@ -251,6 +251,8 @@ class Rule:
         Rule("/reports/{id}", "100/hour", cost=10, name="reports")
         Rule("/health", exempt=True)
         Rule("/search", "10/second", exempt_when=keys.client_in(["10.0.0.0/8"]))
+        Rule("/search", [Limit("10/second"),
+                         Limit("1000/hour", key=keys.header("X-Tenant"), name="tenant")])
 
     *exempt_when* is ``(RequestInfo) -> bool``, asked for each request the rule matches:
     ``True`` lets that request through uncounted, without quota headers or a decision;
@@ -258,9 +260,10 @@ class Rule:
 
     ``methods=["GET"]`` covers ``HEAD`` too, as frameworks route HEAD to the GET
     handler. *limits* ``None`` means the middleware's ``default_limits`` counted in this
-    rule's own namespace; a function ``(RequestInfo) -> spec | None`` chooses them per
-    request (``None``: the rule does not limit it). *cost* is a whole number or
-    ``(RequestInfo) -> int``.
+    rule's own namespace; a list may hold `Limit`s, layers counted for identities of
+    their own and decided with the rest at once; a function ``(RequestInfo) -> spec |
+    None`` chooses them per request (``None``: the rule does not limit it). *cost* is a
+    whole number or ``(RequestInfo) -> int``, consumed from every limit of the request.
 
     Security: paths are normalised before matching (``/login/``, ``//login``,
     ``/./login`` and ``/log%69n`` all match ``/login``), so no variant escapes a rule.
