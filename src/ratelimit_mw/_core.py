@@ -168,6 +168,22 @@ class _Layer(NamedTuple):
     policies: tuple[str, ...]
 
 
+def _identity(keys: tuple[KeyFunc, ...], request: RequestInfo) -> str:
+    """The first identity *keys* give *request*."""
+    for function in keys:
+        identity = function(request)
+        if identity is not None:
+            return identity
+    raise AssertionError("a key chain ends with client_ip(), which always answers")
+
+
+def _items(layer: _Layer, identity: str, cost: int) -> tuple[PlanItem, ...]:
+    """The plan items of *layer* for *identity*."""
+    key = layer.prefix + _escape(identity) + layer.suffix  # layer_key(owner, identity, name)
+    return tuple(PlanItem(limit, key, cost, policy, limit_key(limit, key))
+                 for limit, policy in zip(layer.limits, layer.policies, strict=True))
+
+
 class _Entry(NamedTuple):
     rule: CompiledRule | None
     #: The request's layers: its own, then the global ones. Empty when *function*
@@ -374,12 +390,7 @@ class Policy:
                 return None
         if len(layers) == 1:
             layer = layers[0]
-            identity = None
-            for function in layer.keys:
-                identity = function(request)
-                if identity is not None:
-                    break
-            assert identity is not None  # client_ip() always answers
+            identity = _identity(layer.keys, request)
             # Plans are immutable and the same client asks again and again: reuse them.
             # The cache is bounded (cleared when full), so a flood of identities only
             # costs the building we would have done anyway. Keyed by the entry itself:
@@ -387,11 +398,8 @@ class Policy:
             cache_key: tuple[Any, ...] = (id(entry), identity, cost, spec_key)
             plan = self._plans.get(cache_key)
             if plan is None:
-                key = layer.prefix + _escape(identity) + layer.suffix  # layer_key()
-                plan = self._cache(cache_key, Plan(entry.name, identity, tuple(
-                    PlanItem(limit, key, cost, policy, limit_key(limit, key))
-                    for limit, policy in zip(layer.limits, layer.policies, strict=True)
-                ), entry.shadow))
+                plan = self._cache(cache_key, Plan(entry.name, identity, _items(
+                    layer, identity, cost), entry.shadow))
             return plan
         return self._layered(request, entry, layers, cost, spec_key)
 
@@ -400,28 +408,18 @@ class Policy:
         """The plan of a request whose limits count several identities."""
         identities: list[str] = []
         last_keys: tuple[KeyFunc, ...] = ()
-        identity: str | None = None
+        identity = ""
         for layer in layers:
             if layer.keys is not last_keys:  # layers of one identity ask their keys once
                 last_keys = layer.keys
-                identity = None
-                for function in layer.keys:
-                    identity = function(request)
-                    if identity is not None:
-                        break
-            assert identity is not None  # client_ip() always answers
+                identity = _identity(layer.keys, request)
             identities.append(identity)
         cache_key = (id(entry), tuple(identities), cost, spec_key)
         plan = self._plans.get(cache_key)
         if plan is None:
-            items = []
-            for layer, identity in zip(layers, identities, strict=True):
-                key = layer.prefix + _escape(identity) + layer.suffix
-                items += [PlanItem(limit, key, cost, policy, limit_key(limit, key))
-                          for limit, policy in zip(layer.limits, layer.policies,
-                                                   strict=True)]
-            plan = self._cache(cache_key, Plan(entry.name, identities[0], tuple(items),
-                                               entry.shadow))
+            plan = self._cache(cache_key, Plan(entry.name, identities[0], tuple(
+                item for layer, identity in zip(layers, identities, strict=True)
+                for item in _items(layer, identity, cost)), entry.shadow))
         return plan
 
     def _cache(self, key: tuple[Any, ...], plan: Plan) -> Plan:

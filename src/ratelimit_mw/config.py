@@ -251,6 +251,15 @@ def _key_from(spec: dict[str, Any], where: str) -> KeyFunc:
                                  f"{spec!r})") from None
 
 
+def _key_field(spec: dict[str, Any], where: str) -> None:
+    """Turn a table's ``key`` (an inline table, as ``[key]``) into a key function."""
+    if "key" in spec:
+        if not isinstance(spec["key"], Mapping):
+            raise ConfigurationError(f"{where}.key={spec['key']!r}: write a table like "
+                                     "{kind = \"api_key\"}")
+        spec["key"] = _key_from(dict(spec["key"]), f"{where}.key")
+
+
 _LIMIT_FIELDS = ("limits", "key", "name")
 
 
@@ -273,11 +282,7 @@ def _limit_from(spec: dict[str, Any], where: str) -> Limit:
     if "limits" not in spec:
         raise ConfigurationError(f"{where}: a limit needs its rates, e.g. "
                                  "limits = \"1000/hour\"")
-    if "key" in spec:
-        if not isinstance(spec["key"], Mapping):
-            raise ConfigurationError(f"{where}.key={spec['key']!r}: write a table like "
-                                     "{kind = \"header\", name = \"X-Tenant\"}")
-        spec["key"] = _key_from(dict(spec["key"]), f"{where}.key")
+    _key_field(spec, where)
     try:
         return Limit(spec["limits"], key=spec.get("key"), name=spec.get("name"))
     except ConfigurationError as error:
@@ -294,11 +299,7 @@ def _rule_from(spec: dict[str, Any], where: str) -> Rule:
     if not isinstance(spec.get("exempt", False), bool):
         # Rule() takes any truthy value, so exempt = "false" would exempt the route.
         raise ConfigurationError(f"{where}.exempt={spec['exempt']!r}: must be true or false")
-    if "key" in spec:
-        if not isinstance(spec["key"], Mapping):
-            raise ConfigurationError(f"{where}.key={spec['key']!r}: write a table like "
-                                     "{kind = \"api_key\"}")
-        spec["key"] = _key_from(dict(spec["key"]), f"{where}.key")
+    _key_field(spec, where)
     try:
         return Rule(**spec)
     except ConfigurationError as error:

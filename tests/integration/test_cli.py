@@ -46,6 +46,11 @@ def run(*args: str, env: dict[str, str] | None = None,
     return result
 
 
+def plain_app(environ: dict[str, object], start_response: object) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
+    return [b"ok"]
+
+
 def step_line(output: str, title: str) -> str:
     lines = [line for line in output.splitlines() if line.strip().startswith(f"{title} ...")]
     assert len(lines) == 1, output
@@ -395,12 +400,8 @@ def test_inspect_sees_what_the_middleware_counted(tmp_path: Path, redis_url: str
     """The counter inspect reads is the one the middleware writes for the same rule."""
     config = login_config(tmp_path, redis_url)
 
-    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
-        start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
-        return [b"ok"]
-
     middleware = WSGIRateLimitMiddleware(
-        app, **load_settings(config, environ={}).middleware_options())
+        plain_app, **load_settings(config, environ={}).middleware_options())
     try:
         transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
         with httpx.Client(transport=transport, base_url="http://test") as client:
@@ -427,12 +428,8 @@ def test_inspect_a_named_rule_by_path_or_name(tmp_path: Path, redis_url: str,
     config.write_text(f'storage = "{redis_url}"\n[[rules]]\npath = "{path}"\n'
                       'name = "login"\nlimits = "5/minute"\n')
 
-    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
-        start_response("200 OK", [])  # type: ignore[operator]
-        return [b"ok"]
-
     middleware = WSGIRateLimitMiddleware(
-        app, **load_settings(config, environ={}).middleware_options())
+        plain_app, **load_settings(config, environ={}).middleware_options())
     try:
         transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
         with httpx.Client(transport=transport, base_url="http://test") as client:
@@ -570,12 +567,8 @@ limits = ["5/minute", {{ limits = "3/minute", name = "tenant",
 limits = "100/minute"
 """.replace("\n                         key", " key"))
 
-    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
-        start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
-        return [b"ok"]
-
     middleware = WSGIRateLimitMiddleware(
-        app, **load_settings(config, environ={}).middleware_options())
+        plain_app, **load_settings(config, environ={}).middleware_options())
     try:
         with httpx.Client(transport=httpx.WSGITransport(app=middleware),
                           base_url="http://test") as client:

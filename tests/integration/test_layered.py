@@ -93,6 +93,20 @@ async def counters(limiter: Any, plan: Plan) -> list[int]:
     return left
 
 
+async def asgi_scenario(app: Any) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        return [await c.get("/state", headers=headers(user, tenant))
+                for user, tenant, *_ in SCENARIO]
+
+
+def wsgi_scenario(app: Any) -> list[httpx.Response]:
+    with httpx.Client(transport=httpx.WSGITransport(app=app),
+                      base_url="http://testserver") as c:
+        return [c.get("/state", headers=headers(user, tenant))
+                for user, tenant, *_ in SCENARIO]
+
+
 def check(responses: list[httpx.Response]) -> None:
     got = [(r.status_code, members(r), violated(r)) for r in responses]
     assert got == [(status, left, refused) for _u, _t, status, left, refused in SCENARIO]
@@ -101,11 +115,7 @@ def check(responses: list[httpx.Response]) -> None:
 async def test_asgi_layers_decide_together(storage_url: str, strategy: str) -> None:
     app = RateLimitMiddleware(starlette_app, storage=storage_url, strategy=strategy,
                               **OPTIONS)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        responses = [await c.get("/state", headers=headers(user, tenant))
-                     for user, tenant, *_ in SCENARIO]
-    check(responses)
+    check(await asgi_scenario(app))
     # Read with limits itself: bob's refusals left his counter and the global untouched.
     assert await counters(app.limiter, plan_of(app, "bob", "acme")) == [4, 0, 94]
     assert await counters(app.limiter, plan_of(app, "carol", "third")) == [5, 1, 94]
@@ -115,11 +125,7 @@ async def test_asgi_layers_decide_together(storage_url: str, strategy: str) -> N
 def test_wsgi_layers_decide_together(storage_url: str, strategy: str) -> None:
     app = WSGIRateLimitMiddleware(flask_app().wsgi_app, storage=storage_url,
                                   strategy=strategy, **OPTIONS)
-    with httpx.Client(transport=httpx.WSGITransport(app=app),
-                      base_url="http://testserver") as c:
-        responses = [c.get("/state", headers=headers(user, tenant))
-                     for user, tenant, *_ in SCENARIO]
-    check(responses)
+    check(wsgi_scenario(app))
     assert asyncio.run(counters(app.limiter, plan_of(app, "bob", "acme"))) == [4, 0, 94]
     app.limiter.close()  # type: ignore[union-attr]
 
@@ -164,11 +170,7 @@ async def test_cluster_asgi_layers_across_slots(redis_cluster: PrivateCluster,
     app = RateLimitMiddleware(starlette_app, storage=redis_cluster.url, strategy=strategy,
                               **OPTIONS)
     assert len(slots(plan_of(app, "bob", "acme"))) == 3  # user, tenant, everyone
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        responses = [await c.get("/state", headers=headers(user, tenant))
-                     for user, tenant, *_ in SCENARIO]
-    check(responses)  # no CROSSSLOT, and the same answers as one Redis gives
+    check(await asgi_scenario(app))
     assert await counters(app.limiter, plan_of(app, "bob", "acme")) == [4, 0, 94]
     await app.limiter.aclose()  # type: ignore[union-attr]
 
@@ -178,11 +180,7 @@ def test_cluster_wsgi_layers_across_slots(redis_cluster: PrivateCluster,
     redis_cluster.flushall()
     app = WSGIRateLimitMiddleware(flask_app().wsgi_app, storage=redis_cluster.url,
                                   strategy=strategy, **OPTIONS)
-    with httpx.Client(transport=httpx.WSGITransport(app=app),
-                      base_url="http://testserver") as c:
-        responses = [c.get("/state", headers=headers(user, tenant))
-                     for user, tenant, *_ in SCENARIO]
-    check(responses)
+    check(wsgi_scenario(app))
     plan = plan_of(app, "bob", "acme")
     left = [int(app.limiter.strategy.get_window_stats(item.limit, item.key).remaining)
             for item in plan.items]  # type: ignore[union-attr]
