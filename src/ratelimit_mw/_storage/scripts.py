@@ -34,7 +34,7 @@ class ScriptPath:
 
     The strategy's Lua script is registered on the storage's own client (so it shares
     its pool, and redis-py reloads it after a ``NOSCRIPT``), and it is given the keys in
-    ``limits``' layout for that strategy.
+    the strategy's layout (``limits``' own, for the strategies ``limits`` has).
     """
 
     __slots__ = ("_decode", "_keys", "_prefix", "_script", "client", "runner")
@@ -71,18 +71,37 @@ class ScriptPath:
         self.runner = batcher
         return batcher
 
-    def flow(self, plan: Plan) -> Flow[Decision]:
-        """One script call for the whole plan; the quotas decoded from its reply."""
+    def flow(self, plan: Plan, *, consume: bool = True) -> Flow[Decision]:
+        """One script call for the whole plan; the quotas decoded from its reply.
+
+        With *consume* false the script only reads (a peek): nothing is admitted.
+        """
         keys: list[str] = []
         args: list[int] = [len(plan.items)]
         prefix, layout = self._prefix, self._keys
         for item in plan.items:
             keys += layout(prefix, item_key(item))
             args += (item.limit.amount, item.limit.get_expiry(), item.cost)
+        if not consume:
+            args.append(0)
         runner = self.runner
         values = yield lambda _strategy: runner(keys=keys, args=args)
         quotas = self._decode(plan, [int(v) for v in values], time.time())
         return Decision(all(q.allowed for q in quotas), plan, quotas)
+
+    def peek_flow(self, plan: Plan) -> Flow[Quota]:
+        """The quota of *plan*'s one item read by the script, without consuming it.
+
+        For strategies ``limits`` has no class for (it cannot read their keys).
+        """
+        decision = yield from self.flow(plan, consume=False)
+        return decision.quotas[0]
+
+    def reset_flow(self, item: PlanItem) -> Flow[None]:
+        """Delete the Redis keys of *item*, in the strategy's layout."""
+        keys = self._keys(self._prefix, item_key(item))
+        client = self.client
+        yield lambda _strategy: client.delete(*keys)
 
 
 def check_flow(plan: Plan) -> Flow[Decision]:
