@@ -180,6 +180,8 @@ _steps = st.lists(st.tuples(
 @given(limits=st.sampled_from(_LIMITS), steps=_steps)
 # 3/second: the last request would put the TAT 2/3 ms past a full bucket, and is refused
 @example(limits="3/second", steps=[(0, 1, True)] * 3 + [(334, 1, True), (332, 1, True)])
+# 3/second: 333 ms on, the TAT is 1/3 ms ahead, in the same whole millisecond as now
+@example(limits="3/second", steps=[(0, 1, True), (333, 3, True), (0, 2, True)])
 def test_memory_and_redis_give_the_same_integers(redis_url: str, limits: str,
                                                  steps: list[tuple[int, int, bool]]) -> None:
     client = redis.Redis.from_url(redis_url)

@@ -141,3 +141,16 @@ def test_a_fraction_of_a_millisecond_past_the_burst_is_refused() -> None:
     assert refused.retry_after == pytest.approx(0.001)  # 2/3 ms, rounded up
     clock.now += 0.001
     assert store.quotas(plan("3/second"))[0].allowed
+
+
+def test_a_tat_a_fraction_ahead_within_the_same_millisecond_still_counts() -> None:
+    # 3/second: one request leaves the TAT at +333.33 ms. At +333 ms it is 1/3 ms ahead,
+    # so a request of cost 3 would end 1/3 ms past a full bucket: refused.
+    clock = Clock()
+    store = MemoryStore("gcra", clock)
+    store.quotas(plan("3/second"))
+    clock.now += 0.333
+    refused = store.quotas(plan("3/second", cost=3))[0]
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(0.001)
+    assert refused.remaining == 2
