@@ -143,7 +143,8 @@ def _memory(section: dict[str, Any]) -> list[str]:
             f"| {_spread(row['us_per_hit_1_key'], 2)} | {_spread(row['us_per_hit_n_keys'], 2)} "
             f"| {_spread(row['ratio'], 2)} |")
     lines += ["", f"RSS: growth of a fresh process's {section['rss_source']} (MB = 10⁶ bytes) "
-              f"as each identity makes one `hit(\"{section['fill_limit']}\", identity)` on "
+              f"as each identity makes one `hit(\"{section['fill_limit']}\", identity)`"
+              f"{_fill_exceptions(section)} on "
               f"`RateLimiter(\"{section['scale_url']}\")`, or on `memory://` (default cap) "
               f"for {cap} identities, then {section['beyond']:,} more. µs: "
               f"`hit(\"{section['probe_limit']}\", \"probe\")` of one identity "
@@ -152,6 +153,13 @@ def _memory(section: dict[str, Any]) -> list[str]:
               f"load average {_load(section.get('load_average_before'))} before, "
               f"{_load(section.get('load_average_after'))} after."]
     return lines
+
+
+def _fill_exceptions(section: dict[str, Any]) -> str:
+    # A results file without them used fill_limit for every strategy.
+    limits = section.get("fill_limits") or {}
+    return "".join(f" (`\"{limit}\"` for {strategy}: a GCRA key lives window / amount "
+                   "per hit)" for strategy, limit in limits.items())
 
 
 def anomalies(results: dict[str, Any]) -> list[str]:

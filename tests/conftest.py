@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from ratelimit_mw._strategies import STRATEGIES as REGISTRY
 from tests.redis_server import PrivateRedis, find_redis
 
 
@@ -71,11 +72,19 @@ def storage_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("redis_url"))
 
 
-STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
+#: Every strategy of the registry; those ``limits`` also has a class for (it can read and
+#: clear their keys), for the tests that compare with ``limits``.
+STRATEGIES = list(REGISTRY)
+LIMITS_STRATEGIES = [name for name, spec in REGISTRY.items() if spec.limits_class]
 
 
 @pytest.fixture(params=STRATEGIES)
 def strategy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=LIMITS_STRATEGIES)
+def limits_strategy(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 

@@ -9,7 +9,7 @@ environment variables, read when a worker builds its app:
 ``RLMW_TEST_LIMIT``     the limit on ``/limited``, e.g. ``100/minute`` (required)
 ``RLMW_TEST_POLICY``    ``on_storage_error``: ``memory`` (default), ``allow`` or ``deny``
 ``RLMW_TEST_STRATEGY``  ``fixed-window`` (default), ``moving-window``,
-                        ``sliding-window-counter``
+                        ``sliding-window-counter``, ``gcra``
 ``RLMW_TEST_NAME``      the rule's name, the namespace of its counters (default ``limited``)
 
 Routes (GET): ``/limited`` is limited; its key is the ``X-Client`` header when a request

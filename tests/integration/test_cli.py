@@ -417,6 +417,47 @@ def test_inspect_sees_what_the_middleware_counted(tmp_path: Path, redis_url: str
     assert "2/5 left" in result.stdout
 
 
+def test_inspect_and_reset_a_gcra_bucket(tmp_path: Path, redis_url: str,
+                                        redis_client: redis.Redis) -> None:
+    """GCRA keeps a TAT, not a limits counter: inspect reads it through the strategy's
+    script and reset deletes its key, from the configuration's strategy."""
+    config = login_config(tmp_path, redis_url, 'strategy = "gcra"')
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        start_response("200 OK", [])  # type: ignore[operator]
+        return [b"ok"]
+
+    middleware = WSGIRateLimitMiddleware(
+        app, **load_settings(config, environ={}).middleware_options())
+    try:
+        transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
+        with httpx.Client(transport=transport, base_url="http://test") as client:
+            for _ in range(3):
+                assert client.post("/login").status_code == 200
+    finally:
+        middleware.limiter.close()
+    assert redis_client.keys("*") == [b"rlmw:gcra:rl/{%2Flogin/ip:203.0.113.7}/5/1/minute"]
+    args = ("--rule", "/login", "--identity", IDENTITY, "--config", str(config))
+    result = run("inspect", *args)
+    assert result.returncode == 0, result.stdout
+    # 5/minute refills one every 12 s: that is when the next request's room comes back.
+    assert "2/5 left, resets in 12s" in result.stdout or "2/5 left, resets in 11s" in (
+        result.stdout)
+    assert redis_client.dbsize() == 1  # inspect reads, it does not count
+    result = run("reset", *args)
+    assert result.returncode == 0, result.stdout
+    assert "5/5 left, resets in 0s (cleared)" in result.stdout
+    assert redis_client.dbsize() == 0
+    # Without a file, --strategy says which keys to read.
+    limiter = RateLimiter(redis_url, strategy="gcra")
+    limiter.hit("5/minute", "/login", IDENTITY, cost=4)
+    limiter.close()
+    base = ("inspect", "--rule", "/login", "--identity", IDENTITY, "--limit", "5/minute",
+            "--storage", redis_url)
+    assert "1/5 left" in run(*base, "--strategy", "gcra").stdout
+    assert "5/5 left" in run(*base).stdout  # the fixed window's key is another one
+
+
 @pytest.mark.parametrize(("path", "rule"), [("/login", "/login"), ("/login", "login"),
                                            ("/login/", "/login"), ("//login/", "login")])
 def test_inspect_a_named_rule_by_path_or_name(tmp_path: Path, redis_url: str,

@@ -18,6 +18,7 @@ import httpx
 from redis.crc import key_slot
 
 from ratelimit_mw import (
+    AsyncRateLimiter,
     Limit,
     RateLimiter,
     RateLimitMiddleware,
@@ -27,6 +28,7 @@ from ratelimit_mw import (
     keys,
 )
 from ratelimit_mw._core import Plan, Policy
+from ratelimit_mw._flow import arun, run
 from tests.apps import flask_app, starlette_app
 from tests.redis_topologies import PrivateCluster, redis_cluster
 
@@ -37,7 +39,7 @@ OPTIONS: dict[str, Any] = {
     "rules": [Rule("/state", [Limit("5/minute"),
                               Limit("3/minute", key=keys.header("X-Tenant"),
                                     name="tenant")])],
-    "global_limits": [Limit("100/minute", key=keys.shared(), name="global")],
+    "global_limits": [Limit("100/hour", key=keys.shared(), name="global")],
 }
 MEMBER = re.compile(r'"([^"]+)";r=(\d+);t=\d+')
 
@@ -81,9 +83,15 @@ def plan_of(app: Any, user: str, tenant: str) -> Plan:
 
 async def counters(limiter: Any, plan: Plan) -> list[int]:
     """What is left of each limit of *plan*, read beside the middleware: with ``limits``'
-    own strategy on Redis, from the store itself in memory."""
+    own strategy on Redis (a dry run of our script for GCRA, which ``limits`` does not
+    know), from the store itself in memory."""
     if limiter.memory is not None:
         return [q.remaining for q in limiter.memory.quotas(plan, consume=False)]
+    if limiter.strategy is None:
+        flow = limiter._scripts.flow(plan, consume=False)
+        decision = await arun(flow, None) if isinstance(limiter, AsyncRateLimiter) else run(
+            flow, None)
+        return [q.remaining for q in decision.quotas]
     left = []
     for item in plan.items:
         stats = limiter.strategy.get_window_stats(item.limit, item.key)
@@ -181,10 +189,7 @@ def test_cluster_wsgi_layers_across_slots(redis_cluster: PrivateCluster,
     app = WSGIRateLimitMiddleware(flask_app().wsgi_app, storage=redis_cluster.url,
                                   strategy=strategy, **OPTIONS)
     check(wsgi_scenario(app))
-    plan = plan_of(app, "bob", "acme")
-    left = [int(app.limiter.strategy.get_window_stats(item.limit, item.key).remaining)
-            for item in plan.items]  # type: ignore[union-attr]
-    assert left == [4, 0, 94]
+    assert asyncio.run(counters(app.limiter, plan_of(app, "bob", "acme"))) == [4, 0, 94]
     app.limiter.close()  # type: ignore[union-attr]
 
 
@@ -227,3 +232,37 @@ def test_storages_without_scripts_test_every_layer_before_hitting() -> None:
     assert [q.remaining for q in refused.quotas] == [5, 0]
     item = plan("bob").items[0]
     assert limiter.strategy.get_window_stats(item.limit, item.key).remaining == 5
+
+
+# -- tiers: a limits function choosing layers per plan, memory and Redis alike ------------
+
+TENANT = keys.header("X-Tenant")
+PLANS = {"free": [Limit("2/minute"), Limit("3/minute", key=TENANT, name="tenant")],
+         "pro": [Limit("4/minute"), Limit("3/minute", key=TENANT, name="tenant")]}
+
+
+def plan_limits(request: RequestInfo) -> list[Limit]:
+    return PLANS.get(request.header("x-plan") or "", PLANS["free"])
+
+
+async def test_tiers_with_layers_and_globals(storage_url: str, strategy: str) -> None:
+    app = RateLimitMiddleware(starlette_app, storage=storage_url, strategy=strategy,
+                              key=keys.header("X-User"), rules=[Rule("/state", plan_limits)],
+                              global_limits="100/hour")
+    calls = [("a", "free"), ("a", "free"), ("a", "free"), ("a", "pro"), ("b", "pro")]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        responses = [await c.get("/state", headers={"X-User": user, "X-Plan": plan,
+                                                     "X-Tenant": "t"})
+                     for user, plan in calls]
+    assert [(r.status_code, members(r), violated(r)) for r in responses] == [
+        (200, {"/state": 1, "tenant": 2, "global": 99}, []),
+        (200, {"/state": 0, "tenant": 1, "global": 98}, []),
+        (429, {"/state": 0, "tenant": 1, "global": 98}, ["/state"]),
+        # The pro plan's quota is another counter; the tenant's is the same one.
+        (200, {"/state": 3, "tenant": 0, "global": 97}, []),
+        (429, {"/state": 4, "tenant": 0, "global": 100}, ["tenant"]),
+    ]
+    assert responses[3].headers["ratelimit-policy"] == (
+        '"/state";q=4;w=60, "tenant";q=3;w=60, "global";q=100;w=3600')
+    await app.limiter.aclose()  # type: ignore[union-attr]

@@ -77,7 +77,7 @@ def test_redis_keys_follow_layout(redis_url: str, redis_client: redis.Redis) -> 
 
 def test_switching_strategy_never_meets_other_keys(redis_url: str,
                                                    redis_client: redis.Redis) -> None:
-    for strategy in ("fixed-window", "moving-window", "sliding-window-counter"):
+    for strategy in ("fixed-window", "moving-window", "sliding-window-counter", "gcra"):
         limiter = RateLimiter(redis_url, strategy=strategy)  # type: ignore[arg-type]
         assert limiter.hit("5/minute", "same").remaining == 4, strategy
         limiter.close()

@@ -1,5 +1,6 @@
 """The one-round-trip scripts keep limits' key layout: limits reads and clears our keys,
-and our numbers agree with its get_window_stats. Memory decides like Redis."""
+and our numbers agree with its get_window_stats (for the strategies limits has). Memory
+decides like Redis."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def plan_for(limits: str, cost: int = 1):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("hits", [1, 4, 7])
 def test_remaining_and_reset_agree_with_limits(redis_url: str, redis_client: redis.Redis,
-                                               strategy: str, hits: int) -> None:
-    limiter = RateLimiter(redis_url, strategy=strategy)  # type: ignore[arg-type]
+                                               limits_strategy: str, hits: int) -> None:
+    limiter = RateLimiter(redis_url, strategy=limits_strategy)  # type: ignore[arg-type]
     plan = plan_for("5/minute")
     decisions = [limiter.check(plan) for _ in range(hits)]
     ours = decisions[-1].quotas[0]
@@ -37,8 +38,8 @@ def test_remaining_and_reset_agree_with_limits(redis_url: str, redis_client: red
 
 
 def test_limits_can_hit_test_and_clear_our_keys(redis_url: str, redis_client: redis.Redis,
-                                                strategy: str) -> None:
-    limiter = RateLimiter(redis_url, strategy=strategy)  # type: ignore[arg-type]
+                                                limits_strategy: str) -> None:
+    limiter = RateLimiter(redis_url, strategy=limits_strategy)  # type: ignore[arg-type]
     plan = plan_for("5/minute")
     item = plan.items[0]
     for _ in range(3):

@@ -281,6 +281,29 @@ def test_config_file_from_env(tmp_path: Path) -> None:
     assert settings.strategy == "moving-window"
 
 
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_every_registered_strategy_loads_and_limits(tmp_path: Path, source: str) -> None:
+    # The registry is the only list of strategies: gcra needs no line in config.py.
+    path = toml(tmp_path, 'strategy = "gcra"\ndefault_limits = "2/minute"\n')
+    environ = {"RATELIMIT_STRATEGY": "gcra", "RATELIMIT_DEFAULT_LIMITS": "2/minute"}
+    settings = (load_settings(path, environ={}) if source == "file"
+                else load_settings(environ=environ))
+    assert settings.strategy == "gcra"
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = WSGIRateLimitMiddleware(app, storage="memory://",
+                                         **{k: v for k, v in settings.middleware_options()
+                                            .items() if k != "storage"})
+    assert middleware.limiter.strategy_name == "gcra"
+    transport = httpx.WSGITransport(app=middleware)
+    with httpx.Client(transport=transport, base_url="http://test") as client:
+        codes = [client.get("/").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
 def test_path_argument_wins_over_config_env(tmp_path: Path) -> None:
     given = toml(tmp_path, 'strategy = "moving-window"\n', "given.toml")
     in_env = toml(tmp_path, 'strategy = "sliding-window-counter"\n', "env.toml")

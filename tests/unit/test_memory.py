@@ -11,6 +11,7 @@ from ratelimit_mw._core import Plan, PlanItem, Policy, storage_key
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._rules import Rule, parse_limits
 from ratelimit_mw._storage.memory import DEFAULT_MAX_KEYS, EXPIRE_BATCH, MemoryStore
+from ratelimit_mw._strategies import STRATEGIES as REGISTRY
 from ratelimit_mw._strategies.sliding_window import sliding_retry_ms
 from ratelimit_mw.config import Settings
 from ratelimit_mw.errors import ConfigurationError
@@ -31,7 +32,7 @@ def plan(identity: str, limits: str = "2/second", cost: int = 1) -> Plan:
                                      for n, i in enumerate(items)))
 
 
-STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
+STRATEGIES = list(REGISTRY)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -67,7 +67,8 @@ def test_settings_pass_every_shared_field_to_the_middleware() -> None:
 
 
 def test_every_strategy_is_complete_and_named_by_its_key() -> None:
-    assert list(STRATEGIES) == ["fixed-window", "moving-window", "sliding-window-counter"]
+    assert list(STRATEGIES) == [
+        "fixed-window", "moving-window", "sliding-window-counter", "gcra"]
     for name, spec in STRATEGIES.items():
         assert spec.name == name
         assert spec.script.startswith(LUA_PRELUDE)

@@ -95,21 +95,30 @@ class _Limiter:
                 raise ConfigurationError(f"storage={storage!r}: {type(self).__name__} takes "
                                          f"a URL or {self._storage_hint}")
             self.storage = storage
-        limits_class = getattr(self._limits_strategies, spec.limits_class or "", None)
-        try:
-            if limits_class is None:
-                raise NotImplementedError
-            self.strategy = limits_class(self.storage)
-        except NotImplementedError:
-            raise ConfigurationError(
-                f"strategy={strategy!r} is not supported by {type(self.storage).__name__}"
-            ) from None
-        self.breaker = CircuitBreaker(on_event=storage_listener(on_event, on_storage_event),
-                                      name=f"rate limit storage {self.display_url}")
-        self._guarded = Guarded(self.breaker, self._wrap, self.display_url)
         # Redis storages check a whole plan in one script call; others (memcached,
         # MongoDB, ...) go through limits' strategies, one call per operation.
         self._scripts = ScriptPath.for_storage(self.storage, spec)
+        if spec.limits_class is None:
+            # Only our scripts know this strategy: no limits class to fall back on.
+            if self._scripts is None:
+                raise ConfigurationError(
+                    f"strategy={strategy!r} needs memory:// or Redis through redis-py "
+                    f"(a redis://, rediss://, redis+unix://, redis+cluster:// or "
+                    f"redis+sentinel:// URL); {type(self.storage).__name__} cannot run "
+                    f"its script: use another strategy or storage")
+        else:
+            limits_class = getattr(self._limits_strategies, spec.limits_class, None)
+            try:
+                if limits_class is None:
+                    raise NotImplementedError
+                self.strategy = limits_class(self.storage)
+            except NotImplementedError:
+                raise ConfigurationError(
+                    f"strategy={strategy!r} is not supported by "
+                    f"{type(self.storage).__name__}") from None
+        self.breaker = CircuitBreaker(on_event=storage_listener(on_event, on_storage_event),
+                                      name=f"rate limit storage {self.display_url}")
+        self._guarded = Guarded(self.breaker, self._wrap, self.display_url)
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         self._needs_init = type(client).__name__ == "RedisCluster" and hasattr(
             client, "initialize")
@@ -136,6 +145,8 @@ class _Limiter:
         plan = self._plan(limit, identifiers, 1, layer)
         if self.memory is not None:
             return self._in_memory(self.memory, plan, consume=False).quotas[0]
+        if self.strategy is None and self._scripts is not None:  # a script-only strategy
+            return (yield from self._scripts.peek_flow(plan))
         return (yield from peek_flow(plan.items[0]))
 
     def _reset(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
@@ -143,6 +154,9 @@ class _Limiter:
         item = self._plan(limit, identifiers, 1, layer).items[0]
         if self.memory is not None:
             self.memory.clear(limit_key(item.limit, item.key))
+            return
+        if self.strategy is None and self._scripts is not None:  # a script-only strategy
+            yield from self._scripts.reset_flow(item)
             return
         yield from reset_flow(item)
 

@@ -34,7 +34,7 @@ class ScriptPath:
 
     The strategy's Lua script is registered on the storage's own client (so it shares
     its pool, and redis-py reloads it after a ``NOSCRIPT``), and it is given the keys in
-    ``limits``' layout for that strategy.
+    the strategy's layout (``limits``' own, for the strategies ``limits`` has).
     """
 
     __slots__ = ("_decode", "_keys", "_prefix", "_script", "_slot", "client", "runner")
@@ -78,21 +78,38 @@ class ScriptPath:
         self.runner = batcher
         return batcher
 
-    def flow(self, plan: Plan) -> Flow[Decision]:
-        """One script call for the whole plan; the quotas decoded from its reply."""
-        keys, args, slots = self._call(plan.items)
+    def flow(self, plan: Plan, *, consume: bool = True) -> Flow[Decision]:
+        """One script call for the whole plan; the quotas decoded from its reply.
+
+        With *consume* false the script only reads (a peek): nothing is admitted.
+        """
+        keys, args, slots = self._call(plan.items, consume)
         if len(slots) > 1:
-            return (yield from self._per_slot(plan, slots))
+            return (yield from self._per_slot(plan, slots, consume))
         values = yield _script_call(self.runner, keys, args)
         quotas = self._decode(plan, [int(v) for v in values], time.time())
         return Decision(all(q.allowed for q in quotas), plan, quotas)
 
-    def _call(self, items: Sequence[PlanItem], dry: bool = False,
+    def peek_flow(self, plan: Plan) -> Flow[Quota]:
+        """The quota of *plan*'s one item read by the script, without consuming it.
+
+        For strategies ``limits`` has no class for (it cannot read their keys).
+        """
+        decision = yield from self.flow(plan, consume=False)
+        return decision.quotas[0]
+
+    def reset_flow(self, item: PlanItem) -> Flow[None]:
+        """Delete the Redis keys of *item*, in the strategy's layout."""
+        keys = self._keys(self._prefix, item_key(item))
+        client = self.client
+        yield lambda _strategy: client.delete(*keys)
+
+    def _call(self, items: Sequence[PlanItem], consume: bool = True,
               ) -> tuple[list[str], list[int], dict[int, list[int]]]:
         """The script's keys and arguments for *items*; on a cluster, also the positions
         of the items in each hash slot (else an empty dict)."""
         keys: list[str] = []
-        args: list[int] = [-len(items) if dry else len(items)]
+        args: list[int] = [len(items)]
         slots: dict[int, list[int]] = {}
         prefix, layout, slot = self._prefix, self._keys, self._slot
         for position, item in enumerate(items):
@@ -102,26 +119,30 @@ class ScriptPath:
                 slots.setdefault(slot(item_keys[0].encode()), []).append(position)
             keys += item_keys
             args += (item.limit.amount, item.limit.get_expiry(), item.cost)
+        if not consume:
+            args.append(0)  # a dry run: decided and answered, nothing admitted
         return keys, args, slots
 
-    def _per_slot(self, plan: Plan, slots: dict[int, list[int]]) -> Flow[Decision]:
+    def _per_slot(self, plan: Plan, slots: dict[int, list[int]],
+                  consume: bool) -> Flow[Decision]:
         """A plan across cluster slots: every slot decides without consuming first, and
         only when all have room is each consumed.
 
         A refusal known at the first step consumes nothing anywhere. A concurrent request
         that takes a slot's last unit between the two steps makes that slot refuse after
-        the slots before it consumed: the weaker guarantee docs/scaling.md states.
+        the slots before it consumed: the weaker guarantee docs/scaling.md states. A
+        peek (*consume* false) is the first step alone.
         """
         quotas: list[Quota | None] = [None] * len(plan.items)
-        for dry in (True, False):
+        for admit in (False, True) if consume else (False,):
             for positions in slots.values():
                 part = plan._replace(items=tuple(plan.items[i] for i in positions))
-                keys, args, _ = self._call(part.items, dry)
+                keys, args, _ = self._call(part.items, admit)
                 values = yield _script_call(self.runner, keys, args)
                 decided = self._decode(part, [int(v) for v in values], time.time())
                 for position, quota in zip(positions, decided, strict=True):
                     quotas[position] = quota
-                if not dry and not all(q.allowed for q in decided):
+                if admit and not all(q.allowed for q in decided):
                     break  # the slots after it keep their dry-run quotas, unconsumed
             done = tuple(q for q in quotas if q is not None)
             if not all(q.allowed for q in done):

@@ -13,6 +13,7 @@ from typing import TypeAlias
 from ..errors import ConfigurationError
 from .base import StrategySpec
 from .fixed_window import FIXED_WINDOW
+from .gcra import GCRA
 from .moving_window import MOVING_WINDOW
 from .sliding_window import SLIDING_WINDOW_COUNTER
 
@@ -25,6 +26,7 @@ STRATEGIES: dict[str, StrategySpec] = {spec.name: spec for spec in (
     FIXED_WINDOW,
     MOVING_WINDOW,
     SLIDING_WINDOW_COUNTER,
+    GCRA,
 )}
 
 

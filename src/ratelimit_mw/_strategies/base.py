@@ -30,23 +30,23 @@ Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
 # replication is switched on; on Redis >= 5 this is already the default and a no-op.
 # Time is Redis's own (TIME), so every app server agrees on it whatever its clock; times
 # cross the wire as integer milliseconds (Lua numbers become integer replies).
-# ARGV: n, then per limit amount, expiry (seconds), cost. A negative n is a dry run of -n
-# limits: decided and answered as usual, nothing consumed (how a plan whose keys span
-# Redis Cluster slots is checked in every slot before it is consumed in any).
+# ARGV: n, then per limit amount, expiry (seconds), cost; then an optional "0": admit
+# nothing, a dry run (`decide_in_memory`'s consume=False). Peeks use it for the
+# strategies whose keys only our scripts can read, and a plan whose keys span Redis
+# Cluster slots is checked in every slot with it before it is consumed in any.
 LUA_PRELUDE = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local n = tonumber(ARGV[1])
-local dry = n < 0
-if dry then n = -n end
+local consume = ARGV[3 * n + 2] ~= '0'
 local function spec(i)
   return tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
 end
 -- read(i, amount, expiry, cost) -> state, fits; write(i, state, fits, admit, amount,
 -- expiry, cost) -> the limit's integers. Nothing is consumed unless every limit fits.
 local function decide(read, write)
-  local states, fits, admit = {}, {}, not dry
+  local states, fits, admit = {}, {}, consume
   for i = 1, n do
     local amount, expiry, cost = spec(i)
     states[i], fits[i] = read(i, amount, expiry, cost)

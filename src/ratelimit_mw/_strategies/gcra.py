@@ -1,0 +1,139 @@
+"""GCRA, the generic cell rate algorithm: a token bucket kept as one timestamp. No I/O.
+
+``"10/second"`` is a bucket of 10 that refills one every 100 ms: a burst of 10 passes at
+once, then one request per emission interval ``T = window / amount``. A request of cost
+``c`` moves the theoretical arrival time (TAT) to ``max(TAT, now) + c * T`` and is
+admitted when that is at most one window ahead of now (the burst tolerance
+``(amount - 1) * T`` plus its own interval).
+
+Our layout (``limits`` has no GCRA): one string per limit under the ``limits`` key,
+``"<ms>+<rem>/<amount>"``: the TAT is ``ms + rem / amount`` epoch milliseconds, exactly,
+since ``T`` is a whole number of milliseconds only when the amount divides the window.
+Its TTL is until the TAT, when the bucket is full again and the key means nothing.
+
+Integers per limit: allowed, remaining (requests of cost 1 that would pass now), ms
+until one more would (0 when the bucket is full), ms until a request of this cost would
+pass (0 when it fits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._core import Plan, PlanItem, Quota
+from .base import MemoryTable, StrategySpec, single_key
+
+__all__ = ["GCRA"]
+
+# Every product below is at most about amount * window (ms), far inside the doubles' exact
+# integers, so Lua's arithmetic is the same as Python's. A cost above the amount never
+# fits (it needs more than the whole bucket) and is not multiplied out.
+_LUA = """
+local function read(i, amount, expiry, cost)
+  local window = expiry * 1000
+  local ms, rem = now_ms, 0
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    local tat, frac = string.match(stored, '^(%d+)%+(%d+)/')
+    tat, frac = tonumber(tat), tonumber(frac)
+    if tat and tat >= now_ms and (tat > now_ms or frac > 0) then ms, rem = tat, frac end
+  end
+  if cost > amount then return {ms, rem, 0, 0}, false end
+  local total = rem + cost * window
+  local new_ms, new_rem = ms + math.floor(total / amount), total % amount
+  local ahead = new_ms - now_ms
+  return {ms, rem, new_ms, new_rem}, ahead < window or (ahead == window and new_rem == 0)
+end
+local function write(i, s, fits, admit, amount, expiry, cost)
+  local window = expiry * 1000
+  local ms, rem = s[1], s[2]
+  if admit then
+    ms, rem = s[3], s[4]
+    local ttl = ms - now_ms
+    if rem > 0 then ttl = ttl + 1 end
+    redis.call('SET', KEYS[i], string.format('%d+%d/%d', ms, rem, amount), 'PX', ttl)
+  end
+  local owed = (ms - now_ms) * amount + rem
+  local used = math.floor((owed + window - 1) / window)
+  local reset = 0
+  if used > 0 then
+    local wait = owed - (used - 1) * window
+    reset = math.floor((wait + amount - 1) / amount)
+  end
+  local retry = 0
+  if not fits then
+    if cost > amount then
+      retry = window
+    else
+      retry = s[3] - now_ms - window
+      if s[4] > 0 then retry = retry + 1 end
+    end
+  end
+  return {fits and 1 or 0, amount - used, reset, retry}
+end
+"""
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _Memory:
+    """Entries ``[tat_ms, rem]``: the TAT is ``tat_ms + rem / amount``, as in Redis."""
+
+    def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,
+             consume: bool) -> tuple[Any, bool]:
+        amount, cost = item.limit.amount, item.cost
+        window = item.limit.get_expiry() * 1000
+        entry = table.data.get(key)
+        ms, rem = now, 0
+        if entry is not None and (entry[0] > now or (entry[0] == now and entry[1] > 0)):
+            ms, rem = entry
+        if cost > amount:
+            return (entry, ms, rem, 0, 0), False
+        new_ms, new_rem = divmod(rem + cost * window, amount)
+        new_ms += ms
+        ahead = new_ms - now
+        return (entry, ms, rem, new_ms, new_rem), ahead < window or (
+            ahead == window and new_rem == 0)
+
+    def write(self, table: MemoryTable, key: str, item: PlanItem, state: Any, fits: bool,
+              admit: bool, now: int) -> list[int]:
+        amount, cost = item.limit.amount, item.cost
+        window = item.limit.get_expiry() * 1000
+        entry, ms, rem, new_ms, new_rem = state
+        if admit:
+            ms, rem = new_ms, new_rem
+            if entry is None:
+                entry = table.data[key] = [ms, rem]
+                table.file(key, self.expires(entry))
+            else:  # still filed: the store re-files an entry whose expiry moved
+                entry[:] = [ms, rem]
+        owed = (ms - now) * amount + rem  # how far ahead the TAT is, in 1/amount ms
+        used = _ceil_div(owed, window)
+        reset = _ceil_div(owed - (used - 1) * window, amount) if used > 0 else 0
+        retry = 0
+        if not fits:
+            retry = window if cost > amount else new_ms - now - window + (new_rem > 0)
+        return [int(fits), amount - used, reset, retry]
+
+    def expires(self, entry: Any) -> int:
+        return int(entry[0] + (entry[1] > 0))
+
+
+def decode(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
+    """``allowed, remaining, reset_ms, retry_ms`` per limit.
+
+    The reset is when the bucket next frees room (``remaining`` grows by one), like the
+    moving window's; a full bucket has nothing to free and resets now.
+    """
+    quotas = []
+    for index, item in enumerate(plan.items):
+        allowed, remaining, reset_ms, retry_ms = values[4 * index:4 * index + 4]
+        quotas.append(Quota(bool(allowed), item.limit, max(0, remaining),
+                            now + reset_ms / 1000, 0.0 if allowed else retry_ms / 1000))
+    return tuple(quotas)
+
+
+GCRA = StrategySpec("gcra", _LUA, decode, _Memory(), single_key, None)
