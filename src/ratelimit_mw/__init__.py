@@ -16,6 +16,7 @@ from ._breaker import CircuitBreaker
 from ._core import Decision, Plan, PlanItem, Policy, Quota
 from ._options import MiddlewareOptions
 from ._request import RequestInfo
+from ._response import ResponseInfo
 from ._rules import Limit, Rule
 from ._storage.limiter import AsyncRateLimiter, RateLimiter
 from ._storage.redis import RedisOptions
@@ -55,6 +56,7 @@ __all__ = [
     "RedisOptions",
     "RequestInfo",
     "ResponseCacheMiddleware",
+    "ResponseInfo",
     "Rule",
     "StorageError",
     "StorageUnavailableError",

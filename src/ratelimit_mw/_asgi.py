@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from ._core import Decision
@@ -10,6 +12,7 @@ from ._headers import PROBLEM_JSON, problem_body, unavailable_body
 from ._middleware import MiddlewareBase
 from ._options import MiddlewareKwargs
 from ._request import RequestInfo
+from ._response import ResponseInfo, settle_deltas
 from ._storage.limiter import AsyncRateLimiter
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .errors import ConfigurationError, StorageError
@@ -120,12 +123,29 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         headers = self.renderer.render_asgi(decision, shadow=through and not decision.allowed)
         if kind == "websocket":
             await self._websocket(scope, receive, send, decision, headers, through)
+        elif through and plan.settle is not None and decision.allowed and (
+                not decision.storage_error):
+            await self._settling(scope, receive, send, decision, headers)
         elif through:
             await self.app(scope, receive, _HeaderSend(send, headers) if headers else send)
         elif decision.storage_error and not decision.quotas:  # on_storage_error="deny"
             await _send_problem(send, 503, unavailable_body(), [(b"retry-after", b"1")])
         else:
             await self.limited_app(scope, receive, _HeaderSend(send, headers))
+
+    async def _settling(self, scope: Scope, receive: Receive, send: Send,
+                        decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
+        """Run the app and settle the reservation when its response starts.
+
+        The settle runs beside the body (the response is never held for it) and is
+        awaited before this request's call returns, so it has landed when the server
+        takes the connection's next request.
+        """
+        settler = _Settler(self._checker, decision)
+        try:
+            await self.app(scope, receive, _HeaderSend(send, headers, on_start=settler.start))
+        finally:
+            await settler.finish()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send,
                          decision: Decision, headers: list[tuple[bytes, bytes]],
@@ -168,23 +188,51 @@ class _CloseOnShutdown:
         await self._send(message)
 
 
+class _Settler:
+    """Settles one decision's reservation from its response's start message."""
+
+    __slots__ = ("_decision", "_limiter", "_task")
+
+    def __init__(self, limiter: AsyncRateLimiter, decision: Decision) -> None:
+        self._limiter = limiter
+        self._decision = decision
+        self._task: asyncio.Future[None] | None = None
+
+    def start(self, message: Message) -> None:
+        deltas = settle_deltas(self._decision.plan, ResponseInfo(
+            message.get("status", 200), message.get("headers", ())))
+        if deltas is not None and not self._limiter.settle_nowait(self._decision, deltas):
+            self._task = asyncio.ensure_future(self._limiter.asettle(self._decision, deltas))
+
+    async def finish(self) -> None:
+        if self._task is not None:
+            await self._task
+
+
 class _HeaderSend:
     """Adds the quota headers to the first response-start message, once; forwards the rest.
 
-    Bodies, trailers and ``http.response.pathsend`` pass through untouched.
+    Bodies, trailers and ``http.response.pathsend`` pass through untouched. *on_start*
+    sees the app's own start message first (its status and headers).
     """
 
-    __slots__ = ("_done", "_headers", "_send", "_start")
+    __slots__ = ("_done", "_headers", "_on_start", "_send", "_start")
 
     def __init__(self, send: Send, headers: list[tuple[bytes, bytes]],
-                 start: str = "http.response.start") -> None:
+                 start: str = "http.response.start",
+                 on_start: Callable[[Message], None] | None = None) -> None:
         self._send = send
         self._headers = headers
         self._start = start
+        self._on_start = on_start
         self._done = False
 
     async def __call__(self, message: Message) -> None:
         if not self._done and message["type"] == self._start:
             self._done = True
-            message = {**message, "headers": [*message.get("headers", ()), *self._headers]}
+            if self._on_start is not None:
+                self._on_start(message)
+            if self._headers:
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  *self._headers]}
         await self._send(message)

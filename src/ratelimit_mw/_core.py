@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from limits import RateLimitItem
@@ -29,6 +29,9 @@ from ._rules import (
 )
 from .errors import ConfigurationError
 from .keys import KeyFunc, client_ip
+
+if TYPE_CHECKING:
+    from ._response import Settle
 
 __all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "item_key", "layer_key",
            "limit_key", "storage_key"]
@@ -103,6 +106,9 @@ class Plan(NamedTuple):
     items: tuple[PlanItem, ...]
     #: Shadow mode: count and report as usual, never refuse (how a new limit is tried).
     shadow: bool = False
+    #: The rule's ``count_when`` / ``response_cost``: the reservation is settled once
+    #: the response starts. ``None``: what is checked counts.
+    settle: Settle | None = None
 
 
 class Quota(NamedTuple):
@@ -132,6 +138,9 @@ class Decision(NamedTuple):
     plan: Plan
     quotas: tuple[Quota, ...]
     storage_error: bool = False
+    #: What settling this decision's reservation needs (`Settle`): per limit, the time
+    #: it was decided and its strategy's mark; empty where there is nothing to settle.
+    token: tuple[int, ...] = ()
 
     @property
     def violated(self) -> tuple[str, ...]:
@@ -186,6 +195,7 @@ def _items(layer: _Layer, identity: str, cost: int) -> tuple[PlanItem, ...]:
 
 class _Entry(NamedTuple):
     rule: CompiledRule | None
+    settle: Settle | None
     #: The request's layers: its own, then the global ones. Empty when *function*
     #: chooses the limits per request (its layers are then built per spec, `_parsed`).
     layers: tuple[_Layer, ...]
@@ -354,9 +364,11 @@ class Policy:
                shadow: bool) -> _Entry:
         if rule is not None and rule.shadow is not None:
             shadow = rule.shadow  # the rule's own setting wins over the global one
+        settle = None if rule is None else rule.settle
         if function is not None:
-            return _Entry(rule, (), function, keys, name, shadow)
-        return _Entry(rule, _layers(name, name, limits, keys, self._key, self._globals),
+            return _Entry(rule, settle, (), function, keys, name, shadow)
+        return _Entry(rule, settle,
+                      _layers(name, name, limits, keys, self._key, self._globals),
                       None, keys, name, shadow)
 
     def plan(self, request: RequestInfo) -> Plan | None:
@@ -399,7 +411,7 @@ class Policy:
             plan = self._plans.get(cache_key)
             if plan is None:
                 plan = self._cache(cache_key, Plan(entry.name, identity, _items(
-                    layer, identity, cost), entry.shadow))
+                    layer, identity, cost), entry.shadow, entry.settle))
             return plan
         return self._layered(request, entry, layers, cost, spec_key)
 
@@ -419,7 +431,7 @@ class Policy:
         if plan is None:
             plan = self._cache(cache_key, Plan(entry.name, identities[0], tuple(
                 item for layer, identity in zip(layers, identities, strict=True)
-                for item in _items(layer, identity, cost)), entry.shadow))
+                for item in _items(layer, identity, cost)), entry.shadow, entry.settle))
         return plan
 
     def _cache(self, key: tuple[Any, ...], plan: Plan) -> Plan:

@@ -10,6 +10,7 @@ from typing import TypeAlias
 from limits import RateLimitItem, parse_many
 
 from ._request import RequestInfo, normalize_path
+from ._response import CountFunc, ResponseCostFunc, Settle
 from .errors import ConfigurationError
 from .keys import KeyFunc
 
@@ -278,6 +279,8 @@ class Rule:
     name: str | None = None
     shadow: bool | None = None
     exempt_when: ExemptFunc | None = None
+    count_when: CountFunc | None = None
+    response_cost: ResponseCostFunc | None = None
     _compiled: CompiledRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -309,6 +312,8 @@ class CompiledRule:
     #: ``exempt`` or ``exempt_when``: the one flag `Policy.plan` reads, so that rules
     #: without a predicate cost no more than before predicates existed.
     may_exempt: bool
+    #: ``count_when`` / ``response_cost``, or ``None`` when the check is the count.
+    settle: Settle | None
 
     @classmethod
     def build(cls, rule: Rule) -> CompiledRule:
@@ -361,9 +366,20 @@ class CompiledRule:
             raise ConfigurationError(f"{where}: name must be a non-empty string")
         if rule.shadow is not None and not isinstance(rule.shadow, bool):
             raise ConfigurationError(f"{where}: shadow must be True, False or None")
+        for option in ("count_when", "response_cost"):
+            value = getattr(rule, option)
+            if value is not None and not callable(value):
+                raise ConfigurationError(f"{where}: {option}={value!r} is not callable; use "
+                                         "(ResponseInfo) -> " + (
+                                             "bool" if option == "count_when" else "int"))
+            if value is not None and rule.exempt:
+                raise ConfigurationError(f"{where}: an exempt rule counts nothing; drop "
+                                         f"{option}=")
+        settle = None if rule.count_when is None and rule.response_cost is None else Settle(
+            rule.count_when, rule.response_cost)
         return cls(template, regex, methods, layers, function, keys, cost, rule.exempt,
                    rule.name or template, rule.shadow, exempt_when,
-                   rule.exempt or exempt_when is not None)
+                   rule.exempt or exempt_when is not None, settle)
 
     @property
     def limits(self) -> tuple[RateLimitItem, ...]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ._core import Decision
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
 from ._middleware import MiddlewareBase
 from ._request import RequestInfo
+from ._response import ResponseInfo, settle_deltas
 from ._storage.limiter import RateLimiter
 from ._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
 from .errors import StorageError
@@ -84,6 +85,12 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
             self._report(plan, decision, started, error))
         environ[ENVIRON_KEY] = decision
         extra = self.renderer.render(decision, shadow=through and not decision.allowed)
+        if through and plan.settle is not None and decision.allowed and (
+                not decision.storage_error):
+            # The reservation is settled when the app starts its response: before its
+            # body reaches the client, so the next request sees the settled count.
+            return self.app(environ, _HeaderStartResponse(
+                start_response, extra, _settler(self._checker, decision)))
         if through:
             app = self.app
         elif decision.storage_error and not decision.quotas:  # on_storage_error="deny"
@@ -95,17 +102,39 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
         return app(environ, _HeaderStartResponse(start_response, extra))
 
 
+def _settler(limiter: RateLimiter, decision: Decision) -> Callable[[str, list[tuple[str, str]]],
+                                                                    None]:
+    """Settles *decision*'s reservation from the app's status line and headers."""
+    def settle(status: str, headers: list[tuple[str, str]]) -> None:
+        code = status.split(" ", 1)[0]
+        deltas = settle_deltas(decision.plan, ResponseInfo(
+            int(code) if code.isdigit() else 500, headers))
+        if deltas is not None:
+            limiter.settle(decision, deltas)
+    return settle
+
+
 class _HeaderStartResponse:
-    """``start_response`` that appends the quota headers; keeps ``exc_info`` and ``write``."""
+    """``start_response`` that appends the quota headers; keeps ``exc_info`` and ``write``.
 
-    __slots__ = ("_extra", "_start_response")
+    *on_start* sees the app's own status and headers first (a settle). A second call
+    (with ``exc_info``, replacing the response) is not settled again.
+    """
 
-    def __init__(self, start_response: StartResponse, extra: list[tuple[str, str]]) -> None:
+    __slots__ = ("_extra", "_on_start", "_start_response")
+
+    def __init__(self, start_response: StartResponse, extra: list[tuple[str, str]],
+                 on_start: Callable[[str, list[tuple[str, str]]], None] | None = None,
+                 ) -> None:
         self._start_response = start_response
         self._extra = extra
+        self._on_start = on_start
 
     def __call__(self, status: str, headers: list[tuple[str, str]],
                  exc_info: OptExcInfo | None = None, /) -> WriteCallable:
+        if self._on_start is not None:
+            on_start, self._on_start = self._on_start, None
+            on_start(status, headers)
         headers = [*headers, *self._extra]
         if exc_info is None:
             return self._start_response(status, headers)

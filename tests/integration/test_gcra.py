@@ -201,7 +201,7 @@ def test_memory_and_redis_give_the_same_integers(redis_url: str, limits: str,
             for item in plan.items:
                 args += [item.limit.amount, item.limit.get_expiry(), cost]
             args += [int(consume), now // 1000, now % 1000 * 1000]
-            on_redis = [int(v) for v in script(keys=keys, args=args)]
+            on_redis = [int(v) for v in script(keys=keys, args=args)][:-1]  # less its time
             in_memory = store._decide(plan, now, consume)
             assert on_redis == in_memory, (advance, cost, consume)
     finally:

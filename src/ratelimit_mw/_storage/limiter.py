@@ -13,6 +13,8 @@ call the wrong one; the quota operations a user calls (``hit``, ``peek``, ``rese
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 import limits.aio.strategies
@@ -43,6 +45,8 @@ from .redis import (
 from .scripts import ScriptPath, check_flow, peek_flow, reset_flow
 
 __all__ = ["AsyncRateLimiter", "RateLimiter"]
+
+logger = logging.getLogger("ratelimit_mw.middleware")
 
 
 class _Limiter:
@@ -76,6 +80,7 @@ class _Limiter:
         self._scripts: ScriptPath | None = None
         self._batcher: ScriptBatcher | None = None
         self._needs_init = False
+        self._settle_failing = False
         self._init_lock: asyncio.Lock | None = None
         self.strategy: Any = None
         self.storage: Any
@@ -135,10 +140,41 @@ class _Limiter:
 
     def _in_memory(self, memory: MemoryStore, plan: Plan, consume: bool = True) -> Decision:
         # No I/O: the sync and the async limiter both call this directly.
-        quotas = memory.quotas(plan, consume=consume)
-        if len(quotas) == 1:
-            return Decision(quotas[0].allowed, plan, quotas)
-        return Decision(all(q.allowed for q in quotas), plan, quotas)
+        if not consume:
+            quotas = memory.quotas(plan, consume=False)
+            return Decision(all(q.allowed for q in quotas), plan, quotas)
+        if plan.settle is None:
+            quotas = memory.quotas(plan)
+            if len(quotas) == 1:
+                return Decision(quotas[0].allowed, plan, quotas)
+            return Decision(all(q.allowed for q in quotas), plan, quotas)
+        quotas, token = memory.check(plan)
+        return Decision(all(q.allowed for q in quotas), plan, quotas, token=token)
+
+    @property
+    def can_settle(self) -> bool:
+        """Whether reservations can be settled here: ``memory://`` and Redis (scripts)."""
+        return self.memory is not None or self._scripts is not None
+
+    def settle_nowait(self, decision: Decision, deltas: Sequence[int]) -> bool:
+        """Settle in memory (no I/O) and return ``True``; ``False`` where a storage call
+        is needed (`settle` / `asettle`)."""
+        if self.memory is None:
+            return False
+        self.memory.settle(decision.plan, deltas, decision.token)
+        return True
+
+    def _settle_flow(self, decision: Decision, deltas: Sequence[int]) -> Flow[None]:
+        if self._scripts is None or not decision.token:
+            return  # nothing reserved here to settle (a fallback decided)
+        yield from self._scripts.settle_flow(decision.plan, deltas, decision.token)
+
+    def _settle_failed(self, error: StorageError) -> None:
+        # Once per outage: the breaker reports the outage itself; this says what it cost.
+        if not self._settle_failing:
+            self._settle_failing = True
+            logger.warning("settling reservations failed (%s); until the storage answers "
+                           "again, reserved costs stand as charged", error)
 
     def _peek(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
               layer: str | None) -> Flow[Quota]:
@@ -232,6 +268,21 @@ class RateLimiter(_Limiter):
         with self._guarded:
             return run(self._flow(plan), self.strategy)
 
+    def settle(self, decision: Decision, deltas: Sequence[int]) -> None:
+        """Apply *deltas* (one per limit; negative: a refund) to *decision*'s reservation.
+
+        Never raises for the storage: a settle that fails is logged once per outage and
+        dropped, so a response is never failed by it.
+        """
+        if self.settle_nowait(decision, deltas):
+            return
+        try:
+            with self._guarded:
+                run(self._settle_flow(decision, deltas), self.strategy)
+            self._settle_failing = False
+        except StorageError as error:
+            self._settle_failed(error)
+
     def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1,
             layer: str | None = None) -> Quota:
         """Consume *cost* from *limit* for *identifiers*; the quota after the hit.
@@ -306,6 +357,17 @@ class AsyncRateLimiter(_Limiter):
         if self.memory is not None:
             return self._in_memory(self.memory, plan)
         return None
+
+    async def asettle(self, decision: Decision, deltas: Sequence[int]) -> None:
+        """`RateLimiter.settle`, awaited: a failure is logged once per outage, dropped."""
+        if self.settle_nowait(decision, deltas):
+            return
+        try:
+            with self._guarded:
+                await arun(self._settle_flow(decision, deltas), self.strategy)
+            self._settle_failing = False
+        except StorageError as error:
+            self._settle_failed(error)
 
     async def acheck(self, plan: Plan) -> Decision:
         """Hit every limit of *plan* and return the decision with every quota."""

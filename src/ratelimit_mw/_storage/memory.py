@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._core import Plan, PlanItem, Quota, item_key, limit_key
@@ -59,6 +59,7 @@ class MemoryStore:
             raise ConfigurationError(f"max_keys={max_keys!r}: must be a whole number >= 1")
         self.max_keys = max_keys
         spec = strategy_named(strategy)
+        self._spec = spec
         self._algorithm = spec.memory
         # Bound once: the single-limit path calls them on every request.
         self._read = spec.memory.read
@@ -80,6 +81,22 @@ class MemoryStore:
         """
         clock = self._clock()
         return self._decode(plan, self._decide(plan, int(clock * 1000), consume), clock)
+
+    def check(self, plan: Plan) -> tuple[tuple[Quota, ...], tuple[int, ...]]:
+        """`quotas` consumed, with what a settle of the reservation needs (its token)."""
+        clock = self._clock()
+        now = int(clock * 1000)
+        values = self._decide(plan, now, True)
+        return self._decode(plan, values, clock), self._spec.marks(values, now)
+
+    def settle(self, plan: Plan, deltas: Sequence[int], token: Sequence[int]) -> None:
+        """Apply *deltas* (one per plan item) to the reservation *token* describes."""
+        now = int(self._clock() * 1000)
+        with self._lock:
+            for index, (item, delta) in enumerate(zip(plan.items, deltas, strict=True)):
+                if delta:
+                    self._algorithm.settle(self, self.key(item, now), item, delta,
+                                           token[2 * index], token[2 * index + 1], now)
 
     def _decide(self, plan: Plan, now: int, consume: bool) -> list[int]:
         with self._lock:

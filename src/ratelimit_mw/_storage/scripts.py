@@ -37,11 +37,14 @@ class ScriptPath:
     the strategy's layout (``limits``' own, for the strategies ``limits`` has).
     """
 
-    __slots__ = ("_decode", "_keys", "_prefix", "_script", "_slot", "client", "runner")
+    __slots__ = ("_decode", "_keys", "_prefix", "_script", "_settle", "_slot", "_spec",
+                 "client", "runner")
 
     def __init__(self, client: Any, prefix: str, spec: StrategySpec) -> None:
         self.client = client
+        self._spec = spec
         self._script = client.register_script(spec.script)
+        self._settle = client.register_script(spec.settle_script)
         #: What sends one script call: the script itself, or a ScriptBatcher around it.
         self.runner: Callable[..., Any] = self._script
         self._prefix = prefix
@@ -86,9 +89,33 @@ class ScriptPath:
         keys, args, slots = self._call(plan.items, consume)
         if len(slots) > 1:
             return (yield from self._per_slot(plan, slots, consume))
-        values = yield _script_call(self.runner, keys, args)
-        quotas = self._decode(plan, [int(v) for v in values], time.time())
-        return Decision(all(q.allowed for q in quotas), plan, quotas)
+        reply = yield _script_call(self.runner, keys, args)
+        values = [int(v) for v in reply]
+        at = values.pop()  # the decision's time, in Redis's clock
+        quotas = self._decode(plan, values, time.time())
+        if plan.settle is None:  # nothing will be settled: no token to build
+            return Decision(all(q.allowed for q in quotas), plan, quotas)
+        return Decision(all(q.allowed for q in quotas), plan, quotas,
+                        token=self._spec.marks(values, at))
+
+    def settle_flow(self, plan: Plan, deltas: Sequence[int],
+                    token: Sequence[int]) -> Flow[None]:
+        """Apply *deltas* to the reservation of a decision (its *token*): one call per
+        hash slot (one call off a cluster); limits with no delta are left out."""
+        groups: dict[int, list[Any]] = {}
+        prefix, layout, slot = self._prefix, self._keys, self._slot
+        for index, (item, delta) in enumerate(zip(plan.items, deltas, strict=True)):
+            if not delta:
+                continue
+            item_keys = layout(prefix, item_key(item))
+            group = groups.setdefault(0 if slot is None else slot(item_keys[0].encode()),
+                                      [[], [0]])
+            group[0] += item_keys
+            group[1][0] += 1
+            group[1] += (item.limit.amount, item.limit.get_expiry(), delta,
+                         token[2 * index], token[2 * index + 1])
+        for keys, args in groups.values():
+            yield _script_call(self._settle, keys, args)
 
     def peek_flow(self, plan: Plan) -> Flow[Quota]:
         """The quota of *plan*'s one item read by the script, without consuming it.
@@ -134,20 +161,26 @@ class ScriptPath:
         peek (*consume* false) is the first step alone.
         """
         quotas: list[Quota | None] = [None] * len(plan.items)
+        tokens: list[tuple[int, ...]] = [()] * len(plan.items)
         for admit in (False, True) if consume else (False,):
             for positions in slots.values():
                 part = plan._replace(items=tuple(plan.items[i] for i in positions))
                 keys, args, _ = self._call(part.items, admit)
-                values = yield _script_call(self.runner, keys, args)
-                decided = self._decode(part, [int(v) for v in values], time.time())
-                for position, quota in zip(positions, decided, strict=True):
+                reply = yield _script_call(self.runner, keys, args)
+                values = [int(v) for v in reply]
+                at = values.pop()
+                decided = self._decode(part, values, time.time())
+                marks = self._spec.marks(values, at)
+                for number, (position, quota) in enumerate(zip(positions, decided,
+                                                                strict=True)):
                     quotas[position] = quota
+                    tokens[position] = marks[2 * number:2 * number + 2]
                 if admit and not all(q.allowed for q in decided):
                     break  # the slots after it keep their dry-run quotas, unconsumed
             done = tuple(q for q in quotas if q is not None)
             if not all(q.allowed for q in done):
                 return Decision(False, plan, done)
-        return Decision(True, plan, done)
+        return Decision(True, plan, done, token=tuple(v for pair in tokens for v in pair))
 
 
 def _script_call(runner: Callable[..., Any], keys: list[str], args: list[int]) -> Op:

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from .._core import Plan, PlanItem, Quota
 
-__all__ = ["LUA_PRELUDE", "Decoder", "MemoryAlgorithm", "StrategySpec", "decide_in_memory"]
+__all__ = ["LUA_PRELUDE", "SETTLE_PRELUDE", "Decoder", "MemoryAlgorithm", "StrategySpec",
+           "decide_in_memory"]
 
 #: Turns a script's integers for a plan into one `Quota` per plan item.
 Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
@@ -59,8 +60,31 @@ local function decide(read, write)
       out[#out + 1] = value
     end
   end
+  -- the time of the decision, last: a settle finds the reservation by it
+  out[#out + 1] = now_ms
   return out
 end
+"""
+
+# Settling a reservation once the response is known (``count_when``, ``response_cost``).
+# ARGV: n, then per limit amount, expiry (seconds), delta (negative: a refund), the ms
+# time of the decision that reserved it, and its strategy's mark (`StrategySpec.mark`).
+# A strategy's ``settle(i, amount, expiry, delta, at, mark)`` refunds only what the
+# reservation still holds (never a later window's room, never below zero) and charges a
+# positive delta as a debt.
+SETTLE_PRELUDE = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local n = tonumber(ARGV[1])
+"""
+SETTLE_LOOP = """
+for i = 1, n do
+  local b = 5 * i - 4
+  settle(i, tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]),
+         tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]))
+end
+return n
 """
 
 
@@ -92,6 +116,11 @@ class MemoryAlgorithm(Protocol):
               admit: bool, now: int) -> list[int]: ...
 
     def expires(self, entry: Any) -> int: ...
+
+    def settle(self, table: MemoryTable, key: str, item: PlanItem, delta: int, at: int,
+               mark: int, now: int) -> None:
+        """Apply *delta* to the reservation decided at *at* (see `SETTLE_PRELUDE`)."""
+        ...
 
 
 def decide_in_memory(algorithm: MemoryAlgorithm, table: MemoryTable, plan: Plan, now: int,
@@ -132,11 +161,35 @@ class StrategySpec:
     memory: MemoryAlgorithm
     redis_keys: Callable[[str, str], tuple[str, ...]]
     limits_class: str | None
+    #: The Lua ``settle`` function (after `SETTLE_PRELUDE`), what a settle applies.
+    settle_lua: str = ""
+    #: Integers per limit in the script's answer, and which of them is the limit's mark
+    #: for a settle (``None``: the decision's time alone finds the reservation).
+    width: int = 0
+    mark: int | None = None
 
     @property
     def script(self) -> str:
         """The whole Lua script: the prelude, the strategy's functions, the decision."""
         return LUA_PRELUDE + self.lua + "\nreturn decide(read, write)\n"
+
+    @property
+    def settle_script(self) -> str:
+        """The Lua script that settles reservations: prelude, ``settle``, the loop."""
+        return SETTLE_PRELUDE + self.settle_lua + SETTLE_LOOP
+
+    def marks(self, values: Sequence[int], at: int) -> tuple[int, ...]:
+        """What a settle needs of each limit of a decision: ``(at, mark)`` pairs, flat.
+
+        *values* are the decision's integers (a script's answer without its trailing
+        time), *at* the time it was decided (epoch ms, the storage's clock).
+        """
+        count = len(values) // self.width
+        index = self.mark
+        out: list[int] = []
+        for position in range(count):
+            out += (at, 0 if index is None else values[position * self.width + index])
+        return tuple(out)
 
 
 def single_key(prefix: str, key: str) -> tuple[str, ...]:

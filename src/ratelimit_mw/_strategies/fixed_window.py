@@ -36,6 +36,24 @@ end
 """
 
 
+# The reservation's window ends at at + mark (its TTL then): a counter that ends at
+# another time is a later window, which a refund must not credit. Redis keeps expiries in
+# whole ms and TIME is read to the ms, hence the 2 ms of slack; a later window ends at
+# least a window later.
+_SETTLE = """
+local function settle(i, amount, expiry, delta, at, mark)
+  local ttl = redis.call('PTTL', KEYS[i])
+  if delta > 0 then
+    redis.call('INCRBY', KEYS[i], delta)
+    if ttl < 0 then redis.call('EXPIRE', KEYS[i], expiry) end
+  elseif ttl > 0 and math.abs(now_ms + ttl - at - mark) <= 2 then
+    local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+    redis.call('SET', KEYS[i], math.max(0, count + delta), 'KEEPTTL')
+  end
+end
+"""
+
+
 class _Memory:
     """Entries ``[count, expires_ms]``."""
 
@@ -62,6 +80,19 @@ class _Memory:
     def expires(self, entry: Any) -> int:
         return int(entry[1])
 
+    def settle(self, table: MemoryTable, key: str, item: PlanItem, delta: int, at: int,
+               mark: int, now: int) -> None:
+        entry = table.data.get(key)
+        live = entry is not None and entry[1] > now
+        if delta > 0:
+            if not live:
+                window = item.limit.get_expiry() * 1000
+                entry = table.data[key] = [0, now + window]
+                table.file(key, now + window)
+            entry[0] += delta  # type: ignore[index]
+        elif live and entry[1] == at + mark:  # type: ignore[index]
+            entry[0] = max(0, entry[0] + delta)  # type: ignore[index]
+
 
 def decode(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
     """``allowed, count, ttl_ms`` per limit."""
@@ -79,4 +110,4 @@ def _quota(item: PlanItem, allowed: int, count: int, ttl_ms: int, now: float) ->
 
 
 FIXED_WINDOW = StrategySpec("fixed-window", _LUA, decode, _Memory(), single_key,
-                            "FixedWindowRateLimiter")
+                            "FixedWindowRateLimiter", _SETTLE, width=3, mark=2)

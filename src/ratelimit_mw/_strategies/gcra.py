@@ -13,7 +13,8 @@ Its TTL is until the TAT, when the bucket is full again and the key means nothin
 
 Integers per limit: allowed, remaining (requests of cost 1 that would pass now), ms
 until one more would (0 when the bucket is full), ms until a request of this cost would
-pass (0 when it fits).
+pass (0 when it fits), and how far the TAT is ahead of now (whole ms; what a settle
+needs to know of a reservation).
 """
 
 from __future__ import annotations
@@ -70,7 +71,39 @@ local function write(i, s, fits, admit, amount, expiry, cost)
       if s[4] > 0 then retry = retry + 1 end
     end
   end
-  return {fits and 1 or 0, amount - used, reset, retry}
+  return {fits and 1 or 0, amount - used, reset, retry, ms - now_ms}
+end
+"""
+
+
+# A reservation holds the intervals just before the TAT it left (at + mark); time drains
+# them. A refund gives back at most what it still holds (never room that later requests
+# took, never past a full bucket); a debt moves the TAT on from max(TAT, now), as a hit
+# does, past the burst if need be. Computed relative to now, in 1/amount ms, as `write`.
+_SETTLE = """
+local function settle(i, amount, expiry, delta, at, mark)
+  local window = expiry * 1000
+  local owed = 0
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    local tat, frac = string.match(stored, '^(%d+)%+(%d+)/')
+    tat, frac = tonumber(tat), tonumber(frac)
+    if tat and (tat - now_ms) * amount + frac > 0 then owed = (tat - now_ms) * amount + frac end
+  end
+  if delta < 0 then
+    delta = -math.min(-delta * window, math.max(0, at + mark - now_ms) * amount)
+  else
+    delta = delta * window
+  end
+  owed = owed + delta
+  if owed <= 0 then
+    redis.call('DEL', KEYS[i])
+    return
+  end
+  local ms, rem = now_ms + math.floor(owed / amount), owed % amount
+  local ttl = ms - now_ms
+  if rem > 0 then ttl = ttl + 1 end
+  redis.call('SET', KEYS[i], string.format('%d+%d/%d', ms, rem, amount), 'PX', ttl)
 end
 """
 
@@ -116,24 +149,44 @@ class _Memory:
         retry = 0
         if not fits:
             retry = window if cost > amount else new_ms - now - window + (new_rem > 0)
-        return [int(fits), amount - used, reset, retry]
+        return [int(fits), amount - used, reset, retry, ms - now]
 
     def expires(self, entry: Any) -> int:
         return int(entry[0] + (entry[1] > 0))
 
+    def settle(self, table: MemoryTable, key: str, item: PlanItem, delta: int, at: int,
+               mark: int, now: int) -> None:
+        amount, window = item.limit.amount, item.limit.get_expiry() * 1000
+        entry = table.data.get(key)
+        owed = 0 if entry is None else max(0, (entry[0] - now) * amount + entry[1])
+        if delta < 0:
+            owed -= min(-delta * window, max(0, at + mark - now) * amount)
+        else:
+            owed += delta * window
+        if owed <= 0:
+            table.data.pop(key, None)
+            return
+        ms, rem = divmod(owed, amount)
+        if entry is None:
+            entry = table.data[key] = [now + ms, rem]
+        else:
+            entry[:] = [now + ms, rem]
+        table.file(key, self.expires(entry))
+
 
 def decode(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
-    """``allowed, remaining, reset_ms, retry_ms`` per limit.
+    """``allowed, remaining, reset_ms, retry_ms, ahead_ms`` per limit.
 
     The reset is when the bucket next frees room (``remaining`` grows by one), like the
     moving window's; a full bucket has nothing to free and resets now.
     """
     quotas = []
     for index, item in enumerate(plan.items):
-        allowed, remaining, reset_ms, retry_ms = values[4 * index:4 * index + 4]
+        allowed, remaining, reset_ms, retry_ms, _ahead = values[5 * index:5 * index + 5]
         quotas.append(Quota(bool(allowed), item.limit, max(0, remaining),
                             now + reset_ms / 1000, 0.0 if allowed else retry_ms / 1000))
     return tuple(quotas)
 
 
-GCRA = StrategySpec("gcra", _LUA, decode, _Memory(), single_key, None)
+GCRA = StrategySpec("gcra", _LUA, decode, _Memory(), single_key, None, _SETTLE, width=5,
+                    mark=4)

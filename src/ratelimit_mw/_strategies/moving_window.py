@@ -57,6 +57,26 @@ end
 """
 
 
+# A reservation is its cost's entries stamped with the decision's time: a refund removes
+# those (what is gone has left the window already), a debt adds entries stamped now. The
+# log keeps at most `amount` entries, so a debt never outlasts one full window.
+_SETTLE = """
+local function settle(i, amount, expiry, delta, at, mark)
+  if delta < 0 then
+    redis.call('LREM', KEYS[i], delta, string.format('%.6f', at / 1000))
+    return
+  end
+  local stamps = {}
+  for j = 1, delta do stamps[j] = string.format('%.6f', now_ms / 1000) end
+  for j = 1, delta, 5000 do
+    redis.call('LPUSH', KEYS[i], unpack(stamps, j, math.min(j + 4999, delta)))
+  end
+  redis.call('LTRIM', KEYS[i], 0, amount - 1)
+  redis.call('EXPIRE', KEYS[i], expiry)
+end
+"""
+
+
 class _Log:
     """A moving window's timestamps (ms, oldest first), at most *amount* of them."""
 
@@ -105,6 +125,20 @@ class _Memory:
     def expires(self, entry: Any) -> int:
         return int(entry.stamps[-1] + entry.window) if entry.stamps else 0
 
+    def settle(self, table: MemoryTable, key: str, item: PlanItem, delta: int, at: int,
+               mark: int, now: int) -> None:
+        entry = table.data.get(key)
+        if delta < 0:
+            if entry is not None:
+                for _ in range(min(-delta, entry.stamps.count(at))):
+                    entry.stamps.remove(at)
+            return
+        if entry is None:
+            window = item.limit.get_expiry() * 1000
+            entry = table.data[key] = _Log(item.limit.amount, window)
+        entry.stamps.extend([now] * delta)
+        table.file(key, self.expires(entry))
+
 
 def decode(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
     """``allowed, count, reset_ms, retry_ms`` per limit."""
@@ -117,4 +151,4 @@ def decode(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
 
 
 MOVING_WINDOW = StrategySpec("moving-window", _LUA, decode, _Memory(), single_key,
-                             "MovingWindowRateLimiter")
+                             "MovingWindowRateLimiter", _SETTLE, width=4)

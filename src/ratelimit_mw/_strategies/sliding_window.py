@@ -50,6 +50,32 @@ end
 """
 
 
+# The reservation went into the counter that then ended at at + mark (the current one;
+# after a rollover the previous one, which keeps its TTL): a refund takes it back from
+# whichever of the two still ends then, else from neither. A debt is a hit now.
+_SETTLE = """
+local function settle(i, amount, expiry, delta, at, mark)
+  local prev_key, cur_key = KEYS[2 * i - 1], KEYS[2 * i]
+  if delta > 0 then
+    if redis.call('EXISTS', cur_key) == 1 then
+      redis.call('INCRBY', cur_key, delta)
+    else
+      redis.call('SET', cur_key, delta, 'PX', expiry * 2000)
+    end
+    return
+  end
+  for _, key in ipairs({cur_key, prev_key}) do
+    local ttl = redis.call('PTTL', key)
+    if ttl > 0 and math.abs(now_ms + ttl - at - mark) <= 2 then
+      local count = tonumber(redis.call('GET', key) or '0')
+      redis.call('SET', key, math.max(0, count + delta), 'KEEPTTL')
+      return
+    end
+  end
+end
+"""
+
+
 def _redis_keys(prefix: str, key: str) -> tuple[str, ...]:
     current = f"{prefix}:{{{key}}}"
     return (f"{current}/-1", current)
@@ -94,6 +120,23 @@ class _Memory:
 
     def expires(self, entry: Any) -> int:
         return int(entry[1])
+
+    def settle(self, table: MemoryTable, key: str, item: PlanItem, delta: int, at: int,
+               mark: int, now: int) -> None:
+        entry = table.data.get(key)
+        if entry is not None and entry[1] <= now:
+            entry = None
+        if delta > 0:
+            if entry is None:
+                life = 2 * item.limit.get_expiry() * 1000
+                entry = table.data[key] = [0, now + life, 0, 0]
+                table.file(key, now + life)
+            entry[0] += delta
+        elif entry is not None:
+            for count, end in ((0, 1), (2, 3)):  # the current counter, then the previous
+                if entry[end] == at + mark and entry[end] > now:
+                    entry[count] = max(0, entry[count] + delta)
+                    return
 
 
 def sliding_retry_ms(amount: int, cost: int, window_ms: int, previous: int,
@@ -152,4 +195,5 @@ def decode(plan: Plan, values: Sequence[int], now: float) -> tuple[Quota, ...]:
 
 
 SLIDING_WINDOW_COUNTER = StrategySpec("sliding-window-counter", _LUA, decode, _Memory(),
-                                      _redis_keys, "SlidingWindowCounterRateLimiter")
+                                      _redis_keys, "SlidingWindowCounterRateLimiter",
+                                      _SETTLE, width=5, mark=4)
