@@ -13,16 +13,19 @@ environment variables, read when a worker builds its app:
 ``RLMW_TEST_NAME``      the rule's name, the namespace of its counters (default ``limited``)
 
 Routes (GET): ``/limited`` is limited; its key is the ``X-Client`` header when a request
-sends one, else one counter shared by every client. ``/exempt`` and ``/health`` are
-exempt (``Rule(path, exempt=True)``). Every response, refused ones included, carries
-``X-Worker-Pid``. Each worker prints ``serverapps ready pid=<pid>`` to stderr once its app
-is built, so a test can wait for all the workers.
+sends one, else one counter shared by every client. ``/fail`` answers 401 after 50 ms,
+under the same limit counting failures only (``count_when``), one counter for everyone.
+``/exempt`` and ``/health`` are exempt (``Rule(path, exempt=True)``). Every response,
+refused ones included, carries ``X-Worker-Pid``. Each worker prints ``serverapps ready
+pid=<pid>`` to stderr once its app is built, so a test can wait for all the workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,6 +58,10 @@ def _options() -> dict[str, Any]:
         "rules": [
             Rule("/limited", env["RLMW_TEST_LIMIT"], name=name,
                  key=[keys.header("X-Client", hashed=False), keys.shared()]),
+            # Counts failures only; the app answers 401 after a pause, so that requests
+            # overlap in every worker.
+            Rule("/fail", env["RLMW_TEST_LIMIT"], name=f"{name}-fail", key=keys.shared(),
+                 count_when=lambda response: response.status >= 400),
             Rule("/exempt", exempt=True),
             Rule("/health", exempt=True),
         ],
@@ -89,10 +96,16 @@ async def _ok(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
+async def _fail(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(0.05)
+    return PlainTextResponse("no", status_code=401)
+
+
 def create_asgi_app() -> ASGIApp:
     """A Starlette app behind :class:`RateLimitMiddleware` (``uvicorn --factory``)."""
-    starlette = Starlette(routes=[Route(path, _ok) for path in ("/limited", "/exempt",
-                                                                  "/health")])
+    starlette = Starlette(routes=[*(Route(path, _ok) for path in ("/limited", "/exempt",
+                                                                    "/health")),
+                                  Route("/fail", _fail)])
     app = _PidHeader(RateLimitMiddleware(starlette, **_options()))
     _announce()
     return app
@@ -105,8 +118,13 @@ def create_wsgi_app() -> Any:
     def ok() -> str:
         return "ok"
 
+    def fail() -> tuple[str, int]:
+        time.sleep(0.05)
+        return "no", 401
+
     for path in ("/limited", "/exempt", "/health"):
         app.add_url_rule(path, path.strip("/"), ok)
+    app.add_url_rule("/fail", "fail", fail)
     limited = WSGIRateLimitMiddleware(app.wsgi_app, **_options())
     pid = str(os.getpid())
 

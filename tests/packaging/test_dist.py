@@ -50,6 +50,8 @@ NOT_EXPORTED = {
     "ratelimit_mw._rules.RuleTable",
     # The typed keywords of the middlewares: MiddlewareOptions is the exported form.
     "ratelimit_mw._options.MiddlewareKwargs",
+    # A rule's count_when / response_cost as its plans carry them: built by Rule.
+    "ratelimit_mw._response.Settle",
 }
 
 

@@ -1,0 +1,387 @@
+"""Counting what happened: ``count_when`` and ``response_cost`` through both middlewares,
+on memory and Redis, every strategy. A request reserves its cost before the app runs and
+is settled when its response starts, so concurrent requests cannot overshoot.
+
+The expected answers are written once for every storage: memory and Redis decide alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import flask
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ratelimit_mw import (
+    AsyncRateLimiter,
+    Limit,
+    RateLimiter,
+    RateLimitMiddleware,
+    RequestInfo,
+    ResponseInfo,
+    Rule,
+    WSGIRateLimitMiddleware,
+    keys,
+)
+from ratelimit_mw._core import Policy
+from tests.integration.realservers import serve, server_env
+from tests.redis_monitor import Monitor, client_commands
+from tests.redis_server import PrivateRedis
+from tests.redis_topologies import PrivateCluster, redis_cluster
+
+__all__ = ["redis_cluster"]  # the fixture, re-exported for pytest
+
+CLIENT = "203.0.113.7"
+IDENTITY = f"ip:{CLIENT}"
+
+
+def failed(response: ResponseInfo) -> bool:
+    return response.status >= 400
+
+
+def tokens(response: ResponseInfo) -> int:
+    return int(response.header("X-Tokens-Used") or 0)
+
+
+class Upstream:
+    """What the app answers next, and how many requests reached it."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+        self.status = status
+        self.delay = delay
+        self.tokens = "0"
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def reached(self) -> None:
+        with self.lock:
+            self.calls += 1
+
+
+def starlette_app(upstream: Upstream) -> Starlette:
+    async def endpoint(request: Request) -> Response:
+        upstream.reached()
+        if upstream.delay:
+            await asyncio.sleep(upstream.delay)
+        return PlainTextResponse("x", status_code=upstream.status,
+                                 headers={"X-Tokens-Used": upstream.tokens})
+
+    async def stream(request: Request) -> Response:
+        upstream.reached()
+
+        async def chunks() -> Any:
+            for n in range(3):
+                yield f"chunk{n}\n".encode()
+                await asyncio.sleep(0.01)
+
+        return StreamingResponse(chunks(), status_code=upstream.status)
+
+    return Starlette(routes=[Route("/login", endpoint, methods=["POST"]),
+                             Route("/llm", endpoint, methods=["POST"]),
+                             Route("/stream", stream)])
+
+
+def flask_app(upstream: Upstream) -> flask.Flask:
+    app = flask.Flask(__name__)
+
+    @app.post("/login")
+    @app.post("/llm", endpoint="llm")
+    def endpoint() -> flask.Response:
+        upstream.reached()
+        if upstream.delay:
+            time.sleep(upstream.delay)
+        return flask.Response("x", status=upstream.status,
+                              headers={"X-Tokens-Used": upstream.tokens})
+
+    return app
+
+
+RULES = [Rule("/login", "5/minute", methods=["POST"], count_when=failed),
+         Rule("/llm", "100/minute", methods=["POST"], cost=10, response_cost=tokens)]
+
+
+def asgi(upstream: Upstream, storage: str, strategy: str = "fixed-window",
+         **options: Any) -> RateLimitMiddleware:
+    options.setdefault("rules", RULES)
+    return RateLimitMiddleware(starlette_app(upstream), storage=storage, strategy=strategy,
+                               **options)
+
+
+def wsgi(upstream: Upstream, storage: str, strategy: str = "fixed-window",
+         **options: Any) -> WSGIRateLimitMiddleware:
+    options.setdefault("rules", RULES)
+    return WSGIRateLimitMiddleware(flask_app(upstream).wsgi_app, storage=storage,
+                                   strategy=strategy, **options)
+
+
+def asgi_client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(CLIENT, 1)),
+                             base_url="http://test")
+
+
+def wsgi_client(app: Any) -> httpx.Client:
+    return httpx.Client(transport=httpx.WSGITransport(app=app, remote_addr=CLIENT),
+                        base_url="http://test")
+
+
+# -- the failed-login recipe, one request at a time ------------------------------------------
+
+
+async def test_asgi_counts_only_failures(storage_url: str, strategy: str) -> None:
+    upstream = Upstream()
+    app = asgi(upstream, storage_url, strategy)
+    limiter = app.limiter
+    assert isinstance(limiter, AsyncRateLimiter)
+    async with asgi_client(app) as client:
+        successes = [(await client.post("/login")).status_code for _ in range(10)]
+        left = await limiter.peek("5/minute", "/login", IDENTITY)
+        upstream.status = 401
+        failures = [(await client.post("/login")).status_code for _ in range(6)]
+    assert successes == [200] * 10
+    assert left.remaining == 5  # ten successes, every one refunded
+    assert failures == [401] * 5 + [429]
+    assert upstream.calls == 15
+    await limiter.aclose()
+
+
+def test_wsgi_counts_only_failures(storage_url: str, strategy: str) -> None:
+    upstream = Upstream()
+    app = wsgi(upstream, storage_url, strategy)
+    limiter = app.limiter
+    assert isinstance(limiter, RateLimiter)
+    with wsgi_client(app) as client:
+        successes = [client.post("/login").status_code for _ in range(10)]
+        left = limiter.peek("5/minute", "/login", IDENTITY)
+        upstream.status = 401
+        failures = [client.post("/login").status_code for _ in range(6)]
+    assert successes == [200] * 10
+    assert left.remaining == 5
+    assert failures == [401] * 5 + [429]
+    limiter.close()
+
+
+async def test_a_streaming_response_is_settled_at_its_start(storage_url: str) -> None:
+    upstream = Upstream()
+    app = asgi(upstream, storage_url, rules=[Rule("/stream", "2/minute", count_when=failed)])
+    async with asgi_client(app) as client:
+        bodies = [(await client.get("/stream")).content for _ in range(4)]
+        upstream.status = 500
+        statuses = [(await client.get("/stream")).status_code for _ in range(3)]
+    assert bodies == [b"chunk0\nchunk1\nchunk2\n"] * 4
+    assert statuses == [500, 500, 429]
+    await app.limiter.aclose()  # type: ignore[union-attr]
+
+
+# -- response-reported cost ----------------------------------------------------------------
+
+
+async def test_asgi_response_cost_settles_the_difference(storage_url: str,
+                                                         strategy: str) -> None:
+    upstream = Upstream()
+    app = asgi(upstream, storage_url, strategy)
+    limiter = app.limiter
+    assert isinstance(limiter, AsyncRateLimiter)
+    left = []
+    async with asgi_client(app) as client:
+        for used in ("3", "30", "0"):
+            upstream.tokens = used
+            assert (await client.post("/llm")).status_code == 200
+            left.append((await limiter.peek("100/minute", "/llm", IDENTITY)).remaining)
+    # Reserved 10 each time: 3 used (7 back), 30 used (20 more), 0 used (all back).
+    assert left == [97, 67, 67]
+    await limiter.aclose()
+
+
+def test_wsgi_response_cost_may_run_into_debt(storage_url: str, strategy: str) -> None:
+    upstream = Upstream()
+    app = wsgi(upstream, storage_url, strategy)
+    limiter = app.limiter
+    assert isinstance(limiter, RateLimiter)
+    with wsgi_client(app) as client:
+        upstream.tokens = "95"
+        first = client.post("/llm").status_code
+        after_debt = limiter.peek("100/minute", "/llm", IDENTITY).remaining
+        refused = client.post("/llm").status_code  # 10 more would not fit in the 5 left
+    assert (first, after_debt, refused) == (200, 5, 429)
+    limiter.close()
+
+
+# -- concurrency: reserved before the app runs, so exactly the limit gets through ------------
+
+
+async def test_asgi_twenty_concurrent_failures_exactly_five_reach_the_app(
+        redis_url: str, redis_client: Any, strategy: str) -> None:
+    upstream = Upstream(status=401, delay=0.05)
+    app = asgi(upstream, redis_url, strategy)
+    async with asgi_client(app) as client:
+        responses = await asyncio.gather(*(client.post("/login") for _ in range(20)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [401] * 5 + [429] * 15
+    assert upstream.calls == 5
+    await app.limiter.aclose()  # type: ignore[union-attr]
+
+
+def test_wsgi_twenty_threads_of_failures_exactly_five_reach_the_app(
+        redis_url: str, redis_client: Any) -> None:
+    upstream = Upstream(status=401, delay=0.05)
+    app = wsgi(upstream, redis_url)
+    statuses: list[int] = []
+    start = threading.Barrier(20)
+
+    def one() -> None:
+        with wsgi_client(app) as client:
+            start.wait()
+            statuses.append(client.post("/login").status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(statuses) == [401] * 5 + [429] * 15
+    assert upstream.calls == 5
+    app.limiter.close()  # type: ignore[union-attr]
+
+
+def test_gunicorn_four_workers_exactly_five_failures_reach_the_app(
+        redis_url: str, redis_client: Any, tmp_path: Path) -> None:
+    env = server_env(redis_url, "5/minute", name="count-gunicorn")
+    with serve("wsgi", 4, env, tmp_path) as server, httpx.Client(
+            base_url=server.base, timeout=30) as client:
+        statuses: list[int] = []
+        start = threading.Barrier(20)
+
+        def one() -> None:
+            start.wait()
+            statuses.append(client.get("/fail").status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert sorted(statuses) == [401] * 5 + [429] * 15
+
+
+# -- round trips: 1 when the reservation counts, 2 when it is settled ------------------------
+
+
+async def test_round_trips(tmp_path: Path) -> None:
+    server = PrivateRedis()
+    upstream = Upstream()
+    app = asgi(upstream, server.url)
+    try:
+        async with asgi_client(app) as client:
+            await client.post("/login")  # connect, load the scripts
+            upstream.status = 401
+            monitor = Monitor(server.port, tmp_path / "counted.txt")
+            await client.post("/login")
+            counted = client_commands(monitor.stop())
+            upstream.status = 200
+            monitor = Monitor(server.port, tmp_path / "refunded.txt")
+            await client.post("/login")
+            refunded = client_commands(monitor.stop())
+        assert counted == ["EVALSHA"]
+        assert refunded == ["EVALSHA", "EVALSHA"]
+    finally:
+        await app.limiter.aclose()  # type: ignore[union-attr]
+        server.stop()
+
+
+# -- a settle that fails is logged once and dropped ------------------------------------------
+
+
+def test_a_failed_settle_never_fails_the_response(caplog: pytest.LogCaptureFixture) -> None:
+    server = PrivateRedis()
+    upstream = Upstream()
+    app = wsgi(upstream, server.url, on_storage_error="allow")
+    try:
+        with wsgi_client(app) as client:
+            assert client.post("/login").status_code == 200  # reserved and refunded
+            plan = app.policy.plan(RequestInfo("POST", "/login", client=CLIENT))
+            assert plan is not None
+            limiter = app.limiter
+            assert isinstance(limiter, RateLimiter)
+            decision = limiter.check(plan)
+            server.stop()
+            with caplog.at_level(logging.WARNING, logger="ratelimit_mw"):
+                for _ in range(3):
+                    limiter.settle(decision, (-1,))
+        warnings = [r for r in caplog.records if "settling reservations failed" in
+                    r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        app.limiter.close()  # type: ignore[union-attr]
+        server.stop()
+
+
+# -- Redis Cluster: a settle across slots ----------------------------------------------------
+
+
+async def test_cluster_settles_every_layer(redis_cluster: PrivateCluster,
+                                           strategy: str) -> None:
+    redis_cluster.flushall()
+    upstream = Upstream()
+    rule = Rule("/login", [Limit("5/minute"), Limit("7/minute", key=keys.shared(),
+                                                    name="everyone")],
+                methods=["POST"], count_when=failed)
+    app = asgi(upstream, redis_cluster.url, strategy, rules=[rule])
+    limiter = app.limiter
+    assert isinstance(limiter, AsyncRateLimiter)
+    async with asgi_client(app) as client:
+        assert [(await client.post("/login")).status_code for _ in range(8)] == [200] * 8
+        upstream.status = 401
+        failures = [(await client.post("/login")).status_code for _ in range(6)]
+    assert failures == [401] * 5 + [429]
+    everyone = await limiter.peek("7/minute", "/login", "shared:all", layer="everyone")
+    assert everyone.remaining == 2
+    await limiter.aclose()
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_settling_needs_scripts() -> None:
+    import limits.storage
+
+    with pytest.raises(Exception, match="count_when / response_cost need memory:// or Redis"):
+        WSGIRateLimitMiddleware(flask_app(Upstream()).wsgi_app,
+                                limiter=RateLimiter(limits.storage.MemoryStorage()),
+                                rules=RULES)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"count_when": "status >= 400"}, "count_when='status >= 400' is not callable"),
+    ({"response_cost": 5}, "response_cost=5 is not callable"),
+])
+def test_bad_settling_options_fail_at_construction(options: dict[str, Any],
+                                                   message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        Rule("/x", "1/minute", **options)
+
+
+def test_a_broken_count_function_leaves_the_reservation(caplog: pytest.LogCaptureFixture,
+                                                        ) -> None:
+    def broken(response: ResponseInfo) -> bool:
+        raise RuntimeError("bug")
+
+    upstream = Upstream()
+    app = wsgi(upstream, "memory://", rules=[Rule("/login", "2/minute", count_when=broken)])
+    with wsgi_client(app) as client, caplog.at_level(logging.ERROR, logger="ratelimit_mw"):
+        statuses = [client.post("/login").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]  # counted as reserved; the responses went out
+    assert "count_when / response_cost failed" in caplog.text
+    plan = Policy(rules=[Rule("/login", "2/minute", count_when=broken)]).plan(
+        RequestInfo("POST", "/login", client=CLIENT))
+    assert plan is not None
+    assert plan.settle is not None
