@@ -385,3 +385,38 @@ def test_a_broken_count_function_leaves_the_reservation(caplog: pytest.LogCaptur
         RequestInfo("POST", "/login", client=CLIENT))
     assert plan is not None
     assert plan.settle is not None
+
+
+# -- the limiter's settle, memory and Redis alike --------------------------------------------
+
+
+def settling_plan(limits: str) -> Any:
+    found = Policy(rules=[Rule("/x", limits, count_when=failed)]).plan(
+        RequestInfo("GET", "/x", client=CLIENT))
+    assert found is not None
+    return found
+
+
+def test_memory_and_redis_settle_alike(storage_url: str, strategy: str) -> None:
+    limiter = RateLimiter(storage_url, strategy=strategy)
+    plan = settling_plan("5/minute")
+    first, second = limiter.check(plan), limiter.check(plan)
+    limiter.settle(first, (-1,))   # a refund
+    limiter.settle(second, (2,))   # a debt: the response cost 3
+    assert limiter.peek("5/minute", "/x", IDENTITY).remaining == 2
+    limiter.close()
+
+
+def test_redis_refund_after_the_window_rolled_over_changes_nothing(
+        redis_url: str, redis_client: Any, strategy: str) -> None:
+    limiter = RateLimiter(redis_url, strategy=strategy)
+    plan = settling_plan("1/second")
+    old = limiter.check(plan)
+    time.sleep(1.1)
+    new = limiter.check(plan)
+    assert new.allowed
+    limiter.settle(old, (-1,))
+    assert limiter.peek("1/second", "/x", IDENTITY).remaining == 0  # still counts
+    limiter.settle(new, (-1,))
+    assert limiter.peek("1/second", "/x", IDENTITY).remaining == 1
+    limiter.close()
