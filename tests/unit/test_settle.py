@@ -85,7 +85,7 @@ def test_the_sliding_counter_refunds_the_window_the_reservation_went_into() -> N
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_debt_is_charged(strategy: str) -> None:
-    memory, clock, left = store(strategy)
+    memory, _clock, left = store(strategy)
     p = plan("4/minute")
     _, token = memory.check(p)
     memory.settle(p, (2,), token)  # the response reported a cost of 3
@@ -107,7 +107,7 @@ def test_gcra_refunds_what_time_has_not_drained() -> None:
 
 
 def test_refunds_never_go_below_zero() -> None:
-    memory, clock, left = store("fixed-window")
+    memory, _clock, left = store("fixed-window")
     p = plan("3/minute", cost=2)
     _, token = memory.check(p)
     memory.settle(p, (-5,), token)
