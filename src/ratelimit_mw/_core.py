@@ -33,8 +33,8 @@ from .keys import KeyFunc, client_ip
 if TYPE_CHECKING:
     from ._response import Settle
 
-__all__ = ["Decision", "Plan", "PlanItem", "Policy", "Quota", "item_key", "layer_key",
-           "limit_key", "storage_key"]
+__all__ = ["Decision", "Penalty", "Plan", "PlanItem", "Policy", "Quota", "item_key",
+           "layer_key", "limit_key", "penalized", "penalty_key", "storage_key"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@!$&'()*+,;=~-]")
 _MAX_PART = 200
@@ -98,6 +98,27 @@ class PlanItem(NamedTuple):
     limit_key: str = ""
 
 
+class Penalty(NamedTuple):
+    """A rule's penalty box for one identity: refused for *ms* once a limit refuses.
+
+    *key* is the identity's penalty counter (in its Cluster slot); only the first
+    *triggers* limits of the plan (the rule's own, not the global ones) send it there.
+    """
+
+    ms: int
+    key: str
+    triggers: int
+
+
+def penalty_key(owner: str, identity: str) -> str:
+    """The storage identifier of *identity*'s penalty under the rule *owner*.
+
+    >>> penalty_key("/login", "ip:203.0.113.7")
+    '{%2Flogin/ip:203.0.113.7}/!penalty'
+    """
+    return storage_key(owner, identity) + "/!penalty"
+
+
 class Plan(NamedTuple):
     """Every limit one request is subject to; the limiter checks them in one call."""
 
@@ -109,6 +130,8 @@ class Plan(NamedTuple):
     #: The rule's ``count_when`` / ``response_cost``: the reservation is settled once
     #: the response starts. ``None``: what is checked counts.
     settle: Settle | None = None
+    #: The rule's ``penalty`` for this identity, decided in the same storage call.
+    penalty: Penalty | None = None
 
 
 class Quota(NamedTuple):
@@ -151,6 +174,14 @@ class Decision(NamedTuple):
             return ()
         return tuple(item.policy for item, quota in zip(self.plan.items, self.quotas,
                                                         strict=True) if not quota.allowed)
+
+
+def penalized(quotas: tuple[Quota, ...], held_ms: int, now: float) -> tuple[Quota, ...]:
+    """*quotas* while their identity serves a penalty of *held_ms* more: all refused, no
+    room left, and no retry before the penalty ends."""
+    until = now + held_ms / 1000
+    return tuple(Quota(False, q.limit, 0, max(q.reset_at, until),
+                       max(q.retry_after, held_ms / 1000)) for q in quotas)
 
 
 def _policy_names(name: str, limits: Sequence[RateLimitItem]) -> tuple[str, ...]:
@@ -196,6 +227,7 @@ def _items(layer: _Layer, identity: str, cost: int) -> tuple[PlanItem, ...]:
 class _Entry(NamedTuple):
     rule: CompiledRule | None
     settle: Settle | None
+    penalty: int  # ms, 0 for none
     #: The request's layers: its own, then the global ones. Empty when *function*
     #: chooses the limits per request (its layers are then built per spec, `_parsed`).
     layers: tuple[_Layer, ...]
@@ -365,9 +397,10 @@ class Policy:
         if rule is not None and rule.shadow is not None:
             shadow = rule.shadow  # the rule's own setting wins over the global one
         settle = None if rule is None else rule.settle
+        penalty = 0 if rule is None else rule.penalty
         if function is not None:
-            return _Entry(rule, settle, (), function, keys, name, shadow)
-        return _Entry(rule, settle,
+            return _Entry(rule, settle, penalty, (), function, keys, name, shadow)
+        return _Entry(rule, settle, penalty,
                       _layers(name, name, limits, keys, self._key, self._globals),
                       None, keys, name, shadow)
 
@@ -410,8 +443,10 @@ class Policy:
             cache_key: tuple[Any, ...] = (id(entry), identity, cost, spec_key)
             plan = self._plans.get(cache_key)
             if plan is None:
-                plan = self._cache(cache_key, Plan(entry.name, identity, _items(
-                    layer, identity, cost), entry.shadow, entry.settle))
+                items = _items(layer, identity, cost)
+                plan = self._cache(cache_key, Plan(
+                    entry.name, identity, items, entry.shadow, entry.settle,
+                    self._penalty(entry, identity, len(items))))
             return plan
         return self._layered(request, entry, layers, cost, spec_key)
 
@@ -429,10 +464,20 @@ class Policy:
         cache_key = (id(entry), tuple(identities), cost, spec_key)
         plan = self._plans.get(cache_key)
         if plan is None:
-            plan = self._cache(cache_key, Plan(entry.name, identities[0], tuple(
-                item for layer, identity in zip(layers, identities, strict=True)
-                for item in _items(layer, identity, cost)), entry.shadow, entry.settle))
+            items = tuple(item for layer, identity in zip(layers, identities, strict=True)
+                          for item in _items(layer, identity, cost))
+            plan = self._cache(cache_key, Plan(
+                entry.name, identities[0], items, entry.shadow, entry.settle,
+                self._penalty(entry, identities[0], len(items))))
         return plan
+
+    def _penalty(self, entry: _Entry, identity: str, count: int) -> Penalty | None:
+        """*entry*'s penalty for *identity*: triggered by its own limits, not the global
+        ones (which come last in a plan)."""
+        if not entry.penalty:
+            return None
+        shared = sum(len(layer.limits) for layer in self._globals)  # every plan ends so
+        return Penalty(entry.penalty, penalty_key(entry.name, identity), count - shared)
 
     def _cache(self, key: tuple[Any, ...], plan: Plan) -> Plan:
         if len(self._plans) >= _PLAN_CACHE:

@@ -66,11 +66,13 @@ class MiddlewareBase(Generic[L, A]):
                 redis_options=settings.redis_options, on_event=settings.on_event,
                 on_storage_event=settings.on_storage_event)
         self.limiter = self._checker = limiter
-        settling = [rule.template for rule in self.policy.table.rules if rule.settle]
-        if settling and not limiter.can_settle:
+        scripted = [rule.template for rule in self.policy.table.rules
+                    if rule.settle or rule.penalty]
+        if scripted and not limiter.can_settle:
             raise ConfigurationError(
-                f"Rule({settling[0]!r}): count_when / response_cost need memory:// or Redis "
-                f"(their settle is a script); {limiter.display_url} has none")
+                f"Rule({scripted[0]!r}): count_when, response_cost and penalty need "
+                f"memory:// or Redis (they are decided in our scripts); "
+                f"{limiter.display_url} has none")
         # "memory": the same rules, counted in this process, while the storage is down.
         if settings.on_storage_error == "memory":
             self._fallback = MemoryStore(limiter.strategy_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeAlias
 
 from limits import RateLimitItem, parse_many
@@ -76,6 +77,30 @@ def parse_limits(spec: RateSpec | None, where: str) -> tuple[RateLimitItem, ...]
                                      "positive amount")
     # Re-home every item in our namespace: limits puts the namespace first in the key.
     return tuple(type(i)(i.amount, i.multiples, namespace=NAMESPACE) for i in items)
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|sec|seconds?|m|min|"
+                       r"minutes?|h|hours?|d|days?)\s*\Z", re.IGNORECASE)
+_UNIT_MS = {"ms": 1, "millisecond": 1, "milliseconds": 1, "s": 1000, "sec": 1000,
+            "second": 1000, "seconds": 1000, "m": 60_000, "min": 60_000,
+            "minute": 60_000, "minutes": 60_000, "h": 3_600_000, "hour": 3_600_000,
+            "hours": 3_600_000, "d": 86_400_000, "day": 86_400_000, "days": 86_400_000}
+
+
+def parse_duration(value: object, where: str) -> int:
+    """``"15 minutes"``, ``"30s"``, seconds as a number, or a ``timedelta``: whole ms >= 1."""
+    if isinstance(value, timedelta):
+        ms = value.total_seconds() * 1000
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        ms = value * 1000
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        ms = float(match.group(1)) * _UNIT_MS[match.group(2).lower()]
+    else:
+        raise ConfigurationError(f"{where}={value!r}: write a duration such as "
+                                 "'15 minutes', '30s' or a number of seconds")
+    if not ms >= 1:  # also refuses NaN
+        raise ConfigurationError(f"{where}={value!r}: must be at least 1 ms")
+    return int(ms)
 
 
 def limits_function(spec: object) -> LimitsFunc | None:
@@ -281,6 +306,7 @@ class Rule:
     exempt_when: ExemptFunc | None = None
     count_when: CountFunc | None = None
     response_cost: ResponseCostFunc | None = None
+    penalty: str | float | timedelta | None = None
     _compiled: CompiledRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -314,6 +340,8 @@ class CompiledRule:
     may_exempt: bool
     #: ``count_when`` / ``response_cost``, or ``None`` when the check is the count.
     settle: Settle | None
+    #: ``penalty`` in ms; 0 for none.
+    penalty: int
 
     @classmethod
     def build(cls, rule: Rule) -> CompiledRule:
@@ -377,9 +405,13 @@ class CompiledRule:
                                          f"{option}=")
         settle = None if rule.count_when is None and rule.response_cost is None else Settle(
             rule.count_when, rule.response_cost)
+        penalty = 0 if rule.penalty is None else parse_duration(rule.penalty,
+                                                               f"{where}: penalty")
+        if penalty and rule.exempt:
+            raise ConfigurationError(f"{where}: an exempt rule refuses nothing; drop penalty=")
         return cls(template, regex, methods, layers, function, keys, cost, rule.exempt,
                    rule.name or template, rule.shadow, exempt_when,
-                   rule.exempt or exempt_when is not None, settle)
+                   rule.exempt or exempt_when is not None, settle, penalty)
 
     @property
     def limits(self) -> tuple[RateLimitItem, ...]:

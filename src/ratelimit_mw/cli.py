@@ -222,6 +222,14 @@ def inspect(args: argparse.Namespace, settings: Settings, out: TextIO, *,
             out.write(f"{args.rule} {item!r} for {args.identity}: {quota.remaining}/"
                       f"{item.amount} left, resets in {reset_in:.0f}s"
                       f"{' (cleared)' if clear else ''}\n")
+        if args.layer is None:
+            # The rule's penalty box for the identity, if it serves one.
+            held = limiter.penalty(counter, args.identity)
+            if held:
+                if clear:
+                    limiter.penalty(counter, args.identity, clear=True)
+                out.write(f"{args.rule} penalty for {args.identity}: {held:.0f}s left"
+                          f"{' (cleared)' if clear else ''}\n")
     finally:
         limiter.close()
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -636,3 +637,31 @@ limits = "100/minute"
                   "nope", "--identity", "x")
     assert missing.returncode == 2
     assert "layer 'nope'" in missing.stdout
+
+
+def test_inspect_shows_and_reset_clears_a_penalty(tmp_path: Path, redis_url: str,
+                                                  redis_client: redis.Redis) -> None:
+    config = tmp_path / "ratelimit.toml"
+    config.write_text(f'storage = "{redis_url}"\n[[rules]]\npath = "/login"\n'
+                      'limits = "1/minute"\npenalty = "15 minutes"\n')
+    middleware = WSGIRateLimitMiddleware(
+        plain_app, **load_settings(config, environ={}).middleware_options())
+    try:
+        transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
+        with httpx.Client(transport=transport, base_url="http://test") as client:
+            codes = [client.post("/login").status_code for _ in range(2)]
+    finally:
+        middleware.limiter.close()
+    assert codes == [200, 429]
+    shown = run("inspect", "--config", str(config), "--rule", "/login", "--identity",
+                IDENTITY)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert re.search(r"/login penalty for ip:203\.0\.113\.7: (89\d|900)s left\n",
+                     shown.stdout), shown.stdout
+    cleared = run("reset", "--config", str(config), "--rule", "/login", "--identity",
+                  IDENTITY)
+    assert "penalty for ip:203.0.113.7: " in cleared.stdout
+    assert cleared.stdout.rstrip().endswith("(cleared)")
+    again = run("inspect", "--config", str(config), "--rule", "/login", "--identity",
+                IDENTITY)
+    assert "penalty" not in again.stdout

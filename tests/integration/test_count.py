@@ -354,7 +354,7 @@ async def test_cluster_settles_every_layer(redis_cluster: PrivateCluster,
 def test_settling_needs_scripts() -> None:
     import limits.storage
 
-    with pytest.raises(Exception, match="count_when / response_cost need memory:// or Redis"):
+    with pytest.raises(Exception, match="count_when, response_cost and penalty need memory"):
         WSGIRateLimitMiddleware(flask_app(Upstream()).wsgi_app,
                                 limiter=RateLimiter(limits.storage.MemoryStorage()),
                                 rules=RULES)
@@ -420,3 +420,87 @@ def test_redis_refund_after_the_window_rolled_over_changes_nothing(
     limiter.settle(new, (-1,))
     assert limiter.peek("1/second", "/x", IDENTITY).remaining == 1
     limiter.close()
+
+
+# -- the penalty box -------------------------------------------------------------------------
+
+
+async def test_asgi_penalty_keeps_refusing(storage_url: str, strategy: str) -> None:
+    upstream = Upstream()
+    app = asgi(upstream, storage_url, strategy,
+               rules=[Rule("/login", "2/second", methods=["POST"], penalty="15 minutes")])
+    limiter = app.limiter
+    assert isinstance(limiter, AsyncRateLimiter)
+    async with asgi_client(app) as client:
+        statuses = [(await client.post("/login")).status_code for _ in range(3)]
+        refused = await client.post("/login")
+    assert statuses == [200, 200, 429]
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 890  # the penalty, not the 1 s window
+    assert refused.headers["ratelimit"].startswith('"/login";r=0;t=')
+    assert int(refused.headers["ratelimit"].rsplit("t=", 1)[1]) > 890
+    assert await limiter.penalty("/login", IDENTITY) > 890
+    # Time alone would have freed the window: the penalty still refuses.
+    await asyncio.sleep(1.05)
+    async with asgi_client(app) as client:
+        assert (await client.post("/login")).status_code == 429
+        assert await limiter.penalty("/login", IDENTITY, clear=True) == 0
+        assert (await client.post("/login")).status_code == 200
+    assert upstream.calls == 3
+    await limiter.aclose()
+
+
+def test_wsgi_penalty_only_for_the_rule_that_refused(storage_url: str) -> None:
+    upstream = Upstream()
+    app = wsgi(upstream, storage_url, global_limits=[Limit("3/minute", key=keys.shared(),
+                                                           name="everyone")],
+               rules=[Rule("/login", "10/minute", methods=["POST"], penalty=60),
+                      Rule("/llm", "10/minute", methods=["POST"])])
+    with wsgi_client(app) as client:
+        statuses = [client.post(path).status_code for path in ("/llm",) * 3 + ("/login",)]
+    # The global limit refused /login: not its rule's limit, so no penalty.
+    assert statuses == [200, 200, 200, 429]
+    assert app.limiter.penalty("/login", IDENTITY) == 0  # type: ignore[union-attr]
+    app.limiter.close()  # type: ignore[union-attr]
+
+
+def test_round_trips_with_a_penalty(tmp_path: Path) -> None:
+    server = PrivateRedis()
+    app = wsgi(Upstream(), server.url,
+               rules=[Rule("/login", "1/minute", methods=["POST"], penalty="1 hour")])
+    try:
+        with wsgi_client(app) as client:
+            client.post("/login")
+            monitor = Monitor(server.port, tmp_path / "monitor.txt")
+            statuses = [client.post("/login").status_code for _ in range(3)]
+            commands = client_commands(monitor.stop())
+        assert statuses == [429] * 3
+        assert commands == ["EVALSHA"] * 3  # decided in the same call, boxed or not
+    finally:
+        app.limiter.close()  # type: ignore[union-attr]
+        server.stop()
+
+
+async def test_cluster_penalty_across_slots(redis_cluster: PrivateCluster) -> None:
+    redis_cluster.flushall()
+    rule = Rule("/login", [Limit("1/minute"), Limit("9/minute", key=keys.shared(),
+                                                    name="everyone")],
+                methods=["POST"], penalty="10 minutes")
+    app = asgi(Upstream(), redis_cluster.url, rules=[rule])
+    limiter = app.limiter
+    assert isinstance(limiter, AsyncRateLimiter)
+    async with asgi_client(app) as client:
+        statuses = [(await client.post("/login")).status_code for _ in range(3)]
+    assert statuses == [200, 429, 429]
+    assert await limiter.penalty("/login", IDENTITY) > 590
+    # The refusals consumed nothing of the shared layer.
+    everyone = await limiter.peek("9/minute", "/login", "shared:all", layer="everyone")
+    assert everyone.remaining == 8
+    await limiter.aclose()
+
+
+@pytest.mark.parametrize(("penalty", "message"), [
+    ("soon", "write a duration"), (0, "at least 1 ms"), (True, "write a duration")])
+def test_bad_penalties_fail_at_construction(penalty: object, message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        Rule("/x", "1/minute", penalty=penalty)  # type: ignore[arg-type]

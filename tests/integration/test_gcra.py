@@ -197,11 +197,12 @@ def test_memory_and_redis_give_the_same_integers(redis_url: str, limits: str,
                                         for n, i in enumerate(items)))
             keys = [k for item in plan.items
                     for k in GCRA.redis_keys("rlmw:gcra", item_key(item))]
-            args = [len(items)]
+            args = [len(items), int(consume), 0, 0]  # no penalty
             for item in plan.items:
                 args += [item.limit.amount, item.limit.get_expiry(), cost]
-            args += [int(consume), now // 1000, now % 1000 * 1000]
-            on_redis = [int(v) for v in script(keys=keys, args=args)][:-1]  # less its time
+            args += [now // 1000, now % 1000 * 1000]
+            # less the penalty's ms left and the decision's time
+            on_redis = [int(v) for v in script(keys=keys, args=args)][:-2]
             in_memory = store._decide(plan, now, consume)
             assert on_redis == in_memory, (advance, cost, consume)
     finally:

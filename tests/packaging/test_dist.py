@@ -50,8 +50,10 @@ NOT_EXPORTED = {
     "ratelimit_mw._rules.RuleTable",
     # The typed keywords of the middlewares: MiddlewareOptions is the exported form.
     "ratelimit_mw._options.MiddlewareKwargs",
-    # A rule's count_when / response_cost as its plans carry them: built by Rule.
+    # A rule's count_when / response_cost and penalty as its plans carry them: built
+    # by Rule and Policy.
     "ratelimit_mw._response.Settle",
+    "ratelimit_mw._core.Penalty",
 }
 
 

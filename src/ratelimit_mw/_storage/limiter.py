@@ -23,7 +23,7 @@ import limits.strategies
 from limits import RateLimitItem, parse
 
 from .._breaker import CircuitBreaker
-from .._core import Decision, Plan, PlanItem, Quota, layer_key, limit_key
+from .._core import Decision, Plan, PlanItem, Quota, layer_key, limit_key, penalty_key
 from .._flow import Flow, arun, run
 from .._rules import NAMESPACE
 from .._strategies import Strategy, strategy_named
@@ -196,6 +196,16 @@ class _Limiter:
             return
         yield from reset_flow(item)
 
+    def _penalty(self, rule: str, identity: str, clear: bool) -> Flow[float]:
+        key = penalty_key(rule, identity)
+        if self.memory is not None:
+            if clear:
+                self.memory.clear(key)
+            return self.memory.penalty(key)
+        if self._scripts is None:  # no penalties without scripts (refused at set-up)
+            return 0.0
+        return (yield from self._scripts.penalty_flow(key, clear))
+
     def _item(self, limit: str | RateLimitItem) -> RateLimitItem:
         if isinstance(limit, RateLimitItem):
             return limit
@@ -304,6 +314,12 @@ class RateLimiter(_Limiter):
         with self._wrapped:
             run(self._reset(limit, identifiers, layer), self.strategy)
 
+    def penalty(self, rule: str, identity: str, *, clear: bool = False) -> float:
+        """Seconds left of *identity*'s penalty under *rule* (its name or template);
+        *clear* ends it first. 0 when it serves none."""
+        with self._wrapped:
+            return run(self._penalty(rule, identity, clear), self.strategy)
+
     def ping(self) -> bool:
         """``True`` when the storage answers."""
         return self.memory is not None or bool(self.storage.check())
@@ -397,6 +413,11 @@ class AsyncRateLimiter(_Limiter):
         """Clear the counter of *limit* for *identifiers* (in *layer*)."""
         with self._wrapped:
             await arun(self._reset(limit, identifiers, layer), self.strategy)
+
+    async def penalty(self, rule: str, identity: str, *, clear: bool = False) -> float:
+        """`RateLimiter.penalty`, awaited."""
+        with self._wrapped:
+            return await arun(self._penalty(rule, identity, clear), self.strategy)
 
     async def ping(self) -> bool:
         """``True`` when the storage answers."""

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._core import Plan, PlanItem, Quota, item_key, limit_key
+from .._core import Plan, PlanItem, Quota, item_key, limit_key, penalized
 from .._strategies import Strategy, strategy_named
 from .._strategies.base import decide_in_memory
 from ..errors import ConfigurationError
@@ -68,6 +68,8 @@ class MemoryStore:
         self._clock = clock
         self._lock = threading.Lock()
         self.data: dict[str, Any] = {}
+        #: Penalty key -> epoch ms when the penalty ends.
+        self.penalties: dict[str, int] = {}
         self._due: dict[int, list[str]] = {}  # expiry second -> keys filed under it
         self._seconds: list[int] = []  # heap of the seconds in _due
 
@@ -80,14 +82,40 @@ class MemoryStore:
         One clock reading serves the check and the quotas' reset times.
         """
         clock = self._clock()
-        return self._decode(plan, self._decide(plan, int(clock * 1000), consume), clock)
+        if plan.penalty is None:
+            return self._decode(plan, self._decide(plan, int(clock * 1000), consume), clock)
+        values, held = self._judge(plan, int(clock * 1000), consume)
+        quotas = self._decode(plan, values, clock)
+        return penalized(quotas, held, clock) if held else quotas
 
     def check(self, plan: Plan) -> tuple[tuple[Quota, ...], tuple[int, ...]]:
         """`quotas` consumed, with what a settle of the reservation needs (its token)."""
         clock = self._clock()
         now = int(clock * 1000)
-        values = self._decide(plan, now, True)
-        return self._decode(plan, values, clock), self._spec.marks(values, now)
+        values, held = self._judge(plan, now, True)
+        quotas = self._decode(plan, values, clock)
+        if held:
+            return penalized(quotas, held, clock), ()
+        return quotas, self._spec.marks(values, now)
+
+    def _judge(self, plan: Plan, now: int, consume: bool) -> tuple[list[int], int]:
+        """`_decide` with the plan's penalty: its integers and the penalty's ms left."""
+        penalty = plan.penalty
+        if penalty is None:
+            return self._decide(plan, now, consume), 0
+        with self._lock:
+            until = self.penalties.get(penalty.key, 0)
+            held = until - now if until > now else 0
+            values = self._decide_unlocked(plan, now, consume and not held)
+            width = self._spec.width
+            if consume and not held and any(not values[i * width]
+                                            for i in range(penalty.triggers)):
+                if len(self.penalties) >= self.max_keys:
+                    # Bounded like the counters: forget the penalties already served.
+                    self.penalties = {k: v for k, v in self.penalties.items() if v > now}
+                self.penalties[penalty.key] = now + penalty.ms
+                held = penalty.ms
+        return values, held
 
     def settle(self, plan: Plan, deltas: Sequence[int], token: Sequence[int]) -> None:
         """Apply *deltas* (one per plan item) to the reservation *token* describes."""
@@ -100,23 +128,32 @@ class MemoryStore:
 
     def _decide(self, plan: Plan, now: int, consume: bool) -> list[int]:
         with self._lock:
-            seconds = self._seconds
-            if seconds and seconds[0] * 1000 <= now:  # a second has passed: expire
-                self._expire(now)
-            items = plan.items
-            if len(items) == 1:  # nothing to agree with: read and write at once
-                item = items[0]
-                key = item.limit_key or item_key(item)
-                if len(self.data) >= self.max_keys and key not in self.data:
-                    key = self._room_for(item, key, now)
-                state, fits = self._read(self, key, item, now, consume)
-                return self._write(self, key, item, state, fits, consume and fits, now)
-            return decide_in_memory(self._algorithm, self, plan, now, consume)
+            return self._decide_unlocked(plan, now, consume)
+
+    def _decide_unlocked(self, plan: Plan, now: int, consume: bool) -> list[int]:
+        seconds = self._seconds
+        if seconds and seconds[0] * 1000 <= now:  # a second has passed: expire
+            self._expire(now)
+        items = plan.items
+        if len(items) == 1:  # nothing to agree with: read and write at once
+            item = items[0]
+            key = item.limit_key or item_key(item)
+            if len(self.data) >= self.max_keys and key not in self.data:
+                key = self._room_for(item, key, now)
+            state, fits = self._read(self, key, item, now, consume)
+            return self._write(self, key, item, state, fits, consume and fits, now)
+        return decide_in_memory(self._algorithm, self, plan, now, consume)
+
+    def penalty(self, key: str) -> float:
+        """Seconds left of the penalty stored under *key* (0 when none)."""
+        with self._lock:
+            return max(0, self.penalties.get(key, 0) - int(self._clock() * 1000)) / 1000
 
     def clear(self, key: str) -> None:
-        """Forget every counter stored under *key*."""
+        """Forget every counter (or penalty) stored under *key*."""
         with self._lock:
             self.data.pop(key, None)
+            self.penalties.pop(key, None)
 
     def key(self, item: PlanItem, now: int) -> str:
         """The key *item* is counted under: its own, or past the cap its overflow key."""

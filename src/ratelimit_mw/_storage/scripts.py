@@ -16,7 +16,7 @@ import limits.aio.storage
 import limits.storage
 from limits.util import WindowStats
 
-from .._core import Decision, Plan, PlanItem, Quota, item_key
+from .._core import Decision, Penalty, Plan, PlanItem, Quota, item_key, penalized
 from .._flow import Flow, Op
 from .._strategies import StrategySpec
 from .batch import ScriptBatcher
@@ -86,13 +86,17 @@ class ScriptPath:
 
         With *consume* false the script only reads (a peek): nothing is admitted.
         """
-        keys, args, slots = self._call(plan.items, consume)
+        keys, args, slots = self._call(plan.items, consume, plan.penalty)
         if len(slots) > 1:
             return (yield from self._per_slot(plan, slots, consume))
         reply = yield _script_call(self.runner, keys, args)
         values = [int(v) for v in reply]
         at = values.pop()  # the decision's time, in Redis's clock
-        quotas = self._decode(plan, values, time.time())
+        held = values.pop()  # the penalty's ms left
+        now = time.time()
+        quotas = self._decode(plan, values, now)
+        if held:
+            return Decision(False, plan, penalized(quotas, held, now))
         if plan.settle is None:  # nothing will be settled: no token to build
             return Decision(all(q.allowed for q in quotas), plan, quotas)
         return Decision(all(q.allowed for q in quotas), plan, quotas,
@@ -131,12 +135,22 @@ class ScriptPath:
         client = self.client
         yield lambda _strategy: client.delete(*keys)
 
+    def penalty_flow(self, key: str, clear: bool = False) -> Flow[float]:
+        """Seconds left of the penalty under *key* (the `penalty_key`); *clear* ends it."""
+        name, client = f"{self._prefix}:{key}", self.client
+        if clear:
+            yield lambda _strategy: client.delete(name)
+        ttl = yield lambda _strategy: client.pttl(name)
+        return max(0, int(ttl)) / 1000
+
     def _call(self, items: Sequence[PlanItem], consume: bool = True,
+              penalty: Penalty | None = None,
               ) -> tuple[list[str], list[int], dict[int, list[int]]]:
-        """The script's keys and arguments for *items*; on a cluster, also the positions
-        of the items in each hash slot (else an empty dict)."""
+        """The script's keys and arguments for *items* (see `LUA_PRELUDE`); on a cluster,
+        also the positions of the items in each hash slot (else an empty dict)."""
         keys: list[str] = []
-        args: list[int] = [len(items)]
+        args: list[int] = [len(items), int(consume)]
+        args += (penalty.ms, penalty.triggers) if penalty else (0, 0)
         slots: dict[int, list[int]] = {}
         prefix, layout, slot = self._prefix, self._keys, self._slot
         for position, item in enumerate(items):
@@ -146,8 +160,8 @@ class ScriptPath:
                 slots.setdefault(slot(item_keys[0].encode()), []).append(position)
             keys += item_keys
             args += (item.limit.amount, item.limit.get_expiry(), item.cost)
-        if not consume:
-            args.append(0)  # a dry run: decided and answered, nothing admitted
+        if penalty:
+            keys.append(f"{self._prefix}:{penalty.key}")
         return keys, args, slots
 
     def _per_slot(self, plan: Plan, slots: dict[int, list[int]],
@@ -158,29 +172,53 @@ class ScriptPath:
         A refusal known at the first step consumes nothing anywhere. A concurrent request
         that takes a slot's last unit between the two steps makes that slot refuse after
         the slots before it consumed: the weaker guarantee docs/scaling.md states. A
-        peek (*consume* false) is the first step alone.
+        peek (*consume* false) is the first step alone. A penalty lives in the slot of
+        the rule's own identity (the first item's), and only that slot's limits send the
+        identity there.
         """
-        quotas: list[Quota | None] = [None] * len(plan.items)
+        quotas: list[Quota] = []
         tokens: list[tuple[int, ...]] = [()] * len(plan.items)
-        for admit in (False, True) if consume else (False,):
-            for positions in slots.values():
-                part = plan._replace(items=tuple(plan.items[i] for i in positions))
-                keys, args, _ = self._call(part.items, admit)
-                reply = yield _script_call(self.runner, keys, args)
-                values = [int(v) for v in reply]
-                at = values.pop()
-                decided = self._decode(part, values, time.time())
-                marks = self._spec.marks(values, at)
-                for number, (position, quota) in enumerate(zip(positions, decided,
-                                                                strict=True)):
-                    quotas[position] = quota
-                    tokens[position] = marks[2 * number:2 * number + 2]
-                if admit and not all(q.allowed for q in decided):
-                    break  # the slots after it keep their dry-run quotas, unconsumed
-            done = tuple(q for q in quotas if q is not None)
-            if not all(q.allowed for q in done):
-                return Decision(False, plan, done)
-        return Decision(True, plan, done, token=tuple(v for pair in tokens for v in pair))
+        held = [0]
+        found: dict[int, Quota] = {}
+
+        def decide(positions: list[int], admit: bool) -> Flow[bool]:
+            part = plan._replace(items=tuple(plan.items[i] for i in positions))
+            penalty = plan.penalty if plan.penalty and positions[0] == 0 else None
+            if penalty:
+                penalty = penalty._replace(triggers=sum(
+                    1 for i in positions if i < penalty.triggers))
+            keys, args, _ = self._call(part.items, admit, penalty)
+            reply = yield _script_call(self.runner, keys, args)
+            values = [int(v) for v in reply]
+            at = values.pop()
+            held[0] = max(held[0], values.pop())
+            decided = self._decode(part, values, time.time())
+            marks = self._spec.marks(values, at)
+            for number, (position, quota) in enumerate(zip(positions, decided, strict=True)):
+                found[position] = quota
+                tokens[position] = marks[2 * number:2 * number + 2]
+            return all(q.allowed for q in decided)
+
+        groups = list(slots.values())
+        fits = True
+        for positions in groups:
+            fits = (yield from decide(positions, False)) and fits
+        if consume and not fits and not held[0] and plan.penalty:
+            box = next(positions for positions in groups if positions[0] == 0)
+            if any(not found[i].allowed for i in box if i < plan.penalty.triggers):
+                yield from decide(box, True)  # refused again, now into the penalty box
+        if consume and fits and not held[0]:
+            for positions in groups:
+                if not (yield from decide(positions, True)):
+                    fits = False  # the slots after it keep their dry-run quotas
+                    break
+        quotas = [found[i] for i in range(len(plan.items))]
+        if held[0]:
+            return Decision(False, plan, penalized(tuple(quotas), held[0], time.time()))
+        if not fits:
+            return Decision(False, plan, tuple(quotas))
+        return Decision(True, plan, tuple(quotas),
+                        token=tuple(v for pair in tokens for v in pair))
 
 
 def _script_call(runner: Callable[..., Any], keys: list[str], args: list[int]) -> Op:

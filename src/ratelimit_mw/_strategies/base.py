@@ -31,27 +31,41 @@ Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
 # replication is switched on; on Redis >= 5 this is already the default and a no-op.
 # Time is Redis's own (TIME), so every app server agrees on it whatever its clock; times
 # cross the wire as integer milliseconds (Lua numbers become integer replies).
-# ARGV: n, then per limit amount, expiry (seconds), cost; then an optional "0": admit
-# nothing, a dry run (`decide_in_memory`'s consume=False). Peeks use it for the
-# strategies whose keys only our scripts can read, and a plan whose keys span Redis
-# Cluster slots is checked in every slot with it before it is consumed in any.
+# ARGV: n; "0" for a dry run (decided and answered, nothing admitted: peeks of the
+# strategies whose keys only our scripts read, and the first step of a plan whose keys
+# span Redis Cluster slots), else "1"; the penalty in ms (0: none) and how many of the
+# first limits trigger it; then per limit amount, expiry (seconds), cost. KEYS: each
+# limit's keys, then the penalty's key when there is a penalty.
+# The answer: each limit's integers, then the penalty's ms left (0: none), then the time.
 LUA_PRELUDE = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local n = tonumber(ARGV[1])
-local consume = ARGV[3 * n + 2] ~= '0'
+local consume = ARGV[2] ~= '0'
+local penalty, triggers = tonumber(ARGV[3]), tonumber(ARGV[4])
 local function spec(i)
-  return tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  return tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3]), tonumber(ARGV[3 * i + 4])
 end
 -- read(i, amount, expiry, cost) -> state, fits; write(i, state, fits, admit, amount,
--- expiry, cost) -> the limit's integers. Nothing is consumed unless every limit fits.
+-- expiry, cost) -> the limit's integers. Nothing is consumed unless every limit fits,
+-- and nothing while the identity serves a penalty.
 local function decide(read, write)
-  local states, fits, admit = {}, {}, consume
+  local held = 0
+  if penalty > 0 then held = math.max(0, redis.call('PTTL', KEYS[#KEYS])) end
+  local states, fits, admit = {}, {}, consume and held == 0
+  local refused = false
   for i = 1, n do
     local amount, expiry, cost = spec(i)
     states[i], fits[i] = read(i, amount, expiry, cost)
-    if not fits[i] then admit = false end
+    if not fits[i] then
+      admit = false
+      if i <= triggers then refused = true end
+    end
+  end
+  if refused and consume and held == 0 and penalty > 0 then
+    redis.call('SET', KEYS[#KEYS], 1, 'PX', penalty)
+    held = penalty
   end
   local out = {}
   for i = 1, n do
@@ -60,6 +74,7 @@ local function decide(read, write)
       out[#out + 1] = value
     end
   end
+  out[#out + 1] = held
   -- the time of the decision, last: a settle finds the reservation by it
   out[#out + 1] = now_ms
   return out
