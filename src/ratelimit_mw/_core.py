@@ -164,6 +164,9 @@ class Decision(NamedTuple):
     #: What settling this decision's reservation needs (`Settle`): per limit, the time
     #: it was decided and its strategy's mark; empty where there is nothing to settle.
     token: tuple[int, ...] = ()
+    #: A refusal the storage made earlier, repeated by this process without asking
+    #: (``retry_after`` counted down); see the limiters' ``local_denials``.
+    local: bool = False
 
     @property
     def violated(self) -> tuple[str, ...]:

@@ -64,7 +64,8 @@ class MiddlewareBase(Generic[L, A]):
             limiter = self._limiter_class(
                 settings.storage, strategy=settings.strategy,
                 redis_options=settings.redis_options, on_event=settings.on_event,
-                on_storage_event=settings.on_storage_event)
+                on_storage_event=settings.on_storage_event,
+                local_denials=settings.local_denials)
         self.limiter = self._checker = limiter
         scripted = [rule.template for rule in self.policy.table.rules
                     if rule.settle or rule.penalty]
@@ -92,6 +93,7 @@ class MiddlewareBase(Generic[L, A]):
                 "allowed" if decision.allowed else "limited", plan.rule,
                 shadow=not decision.allowed and plan.shadow,
                 fallback=decision.storage_error,
+                local=decision.local,
                 storage_seconds=time.perf_counter() - started,
                 error=None if isinstance(error, StorageUnavailableError) else error,
             ))

@@ -29,7 +29,8 @@ __all__ = ["ON_STORAGE_ERROR", "MiddlewareKwargs", "MiddlewareOptions", "OnStora
 OnStorageError = Literal["allow", "deny", "memory"]
 ON_STORAGE_ERROR: tuple[OnStorageError, ...] = ("memory", "allow", "deny")
 #: Options that configure the limiter the middleware builds; a given limiter has its own.
-_LIMITER_OPTIONS = ("storage", "strategy", "redis_options", "on_storage_event")
+_LIMITER_OPTIONS = ("storage", "strategy", "redis_options", "on_storage_event",
+                    "local_denials")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +61,9 @@ class MiddlewareOptions:
     exempt_when: ExemptFunc | None = None
     enabled: bool = True
     global_limits: LimitsSpec | None = None
+    #: Repeat a refusal the storage made, without asking it again, for as long as it
+    #: holds (an LRU of refused clients per process; see docs/storage.md).
+    local_denials: bool = True
 
     def __post_init__(self) -> None:
         if self.limiter is None:
@@ -69,8 +73,9 @@ class MiddlewareOptions:
                      if getattr(self, name) != _DEFAULTS[name]]
             if given:
                 raise ConfigurationError(
-                    "give limiter= or storage=/strategy=/redis_options=/on_storage_event=, "
-                    "not both: the limiter already has its storage, strategy and hooks")
+                    "give limiter= or storage=/strategy=/redis_options=/on_storage_event=/"
+                    "local_denials=, not both: the limiter already has its storage, "
+                    "strategy and hooks")
         if not isinstance(self.enabled, bool):
             # A truthy string such as "false" would otherwise leave the limiter on.
             raise ConfigurationError(f"enabled={self.enabled!r}: must be True or False")
@@ -123,3 +128,4 @@ class MiddlewareKwargs(TypedDict, total=False):
     exempt_when: ExemptFunc | None
     enabled: bool
     global_limits: LimitsSpec | None
+    local_denials: bool

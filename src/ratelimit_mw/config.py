@@ -100,10 +100,11 @@ class Settings:
     pool_timeout: float = 1.0
     batch: bool = True
     enabled: bool = True
+    local_denials: bool = True
 
     def __post_init__(self) -> None:
         # TOML spells booleans true/false: say so, in its words.
-        for name in ("shadow", "batch", "enabled"):
+        for name in ("shadow", "batch", "enabled", "local_denials"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name}={getattr(self, name)!r}: must be true or "
                                          "false")

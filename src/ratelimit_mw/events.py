@@ -28,7 +28,9 @@ class RateLimitEvent(NamedTuple):
     (``"default"`` for the default limits), ``shadow`` is true when shadow mode let a
     refused request through, ``fallback`` when ``on_storage_error`` decided because the
     storage could not, ``error`` the storage error if there was one (``None`` when the
-    circuit breaker skipped the storage), ``storage_seconds`` the time the decision took.
+    circuit breaker skipped the storage), ``local`` when this process repeated a refusal
+    the storage made earlier without asking it, ``storage_seconds`` the time the decision
+    took.
     ``storage_down`` / ``storage_up`` come once per outage and recovery.
 
     Example::
@@ -44,6 +46,7 @@ class RateLimitEvent(NamedTuple):
     fallback: bool = False
     storage_seconds: float | None = None
     error: BaseException | None = None
+    local: bool = False
 
 
 #: The hook: receives every `RateLimitEvent`.

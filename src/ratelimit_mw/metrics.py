@@ -13,6 +13,8 @@ Metrics (``namespace`` defaults to ``ratelimit``):
   ``shadow_limited`` (refused, let through by shadow mode).
 - ``ratelimit_fallback_decisions_total{rule}``: decided by ``on_storage_error`` because
   the storage could not (failed or skipped by the circuit breaker).
+- ``ratelimit_local_decisions_total{rule}``: refusals repeated by this process without a
+  storage call (``local_denials``); they count in ``requests_total`` too.
 - ``ratelimit_storage_errors_total``: storage calls that failed.
 - ``ratelimit_storage_outages_total`` and the gauge ``ratelimit_storage_up``.
 - ``ratelimit_decision_seconds``: histogram of the time a decision took (the storage
@@ -57,6 +59,9 @@ class PrometheusMetrics:
         self.fallback = prom.Counter(f"{namespace}_fallback_decisions",
                                      "Decisions made by on_storage_error", ["rule"],
                                      registry=registry)
+        self.local = prom.Counter(f"{namespace}_local_decisions",
+                                  "Refusals repeated without a storage call", ["rule"],
+                                  registry=registry)
         self.storage_errors = prom.Counter(f"{namespace}_storage_errors",
                                            "Failed storage calls", registry=registry)
         self.outages = prom.Counter(f"{namespace}_storage_outages", "Storage outages",
@@ -84,6 +89,8 @@ class PrometheusMetrics:
         self.requests.labels(rule, result).inc()
         if event.fallback:
             self.fallback.labels(rule).inc()
+        if event.local:
+            self.local.labels(rule).inc()
         if event.error is not None:
             self.storage_errors.inc()
         if event.storage_seconds is not None:

@@ -28,6 +28,7 @@ DEFAULTS = {
     "on_storage_error": "memory", "shadow": False, "key": {}, "rules": (),
     "socket_timeout": 0.25, "socket_connect_timeout": 0.25, "max_connections": 64,
     "pool_timeout": 1.0, "batch": True, "enabled": True, "tiers": {}, "global_limits": None,
+    "local_denials": True,
 }
 
 
@@ -648,7 +649,7 @@ def test_middleware_options_contents(tmp_path: Path) -> None:
     options = settings.middleware_options()
     assert set(options) == {"storage", "strategy", "default_limits", "headers",
                             "on_storage_error", "rules", "key", "shadow", "enabled",
-                            "global_limits"}
+                            "global_limits", "local_denials"}
     assert options["storage"] == "memory://"
     assert [rule.path for rule in options["rules"]] == ["/login", "/health"]
     assert options["key"](req(headers={"X-User-Id": "u1"})) == "hdr:x-user-id:u1"

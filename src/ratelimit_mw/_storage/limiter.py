@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from .._strategies import Strategy, strategy_named
 from ..errors import ConfigurationError, StorageError
 from ..events import EventHook, StorageEventHook, storage_listener
 from .batch import ScriptBatcher
+from .denials import Denials
 from .guards import ClusterGate, Guarded, Wrapped
 from .memory import MemoryStore
 from .redis import (
@@ -68,8 +70,13 @@ class _Limiter:
         redis_options: RedisOptions | None = None,
         on_event: EventHook | None = None,
         on_storage_event: StorageEventHook | None = None,
+        local_denials: bool = True,
     ) -> None:
         spec = strategy_named(strategy)
+        if not isinstance(local_denials, bool):
+            raise ConfigurationError(f"local_denials={local_denials!r}: must be True or False")
+        #: Refusals repeated without a storage call (not for memory://, local already).
+        self.denials: Denials | None = None
         self.redis_options = redis_options or RedisOptions()
         self.strategy_name: Strategy = strategy
         self._errors = storage_errors()
@@ -121,6 +128,7 @@ class _Limiter:
                 raise ConfigurationError(
                     f"strategy={strategy!r} is not supported by "
                     f"{type(self.storage).__name__}") from None
+        self.denials = Denials() if local_denials else None
         self.breaker = CircuitBreaker(on_event=storage_listener(on_event, on_storage_event),
                                       name=f"rate limit storage {self.display_url}")
         self._guarded = Guarded(self.breaker, self._wrap, self.display_url)
@@ -185,9 +193,16 @@ class _Limiter:
             return (yield from self._scripts.peek_flow(plan))
         return (yield from peek_flow(plan.items[0]))
 
+    def _forget_refusals(self) -> None:
+        # A reset may free room that a remembered refusal says is taken: this process
+        # asks the storage again. Other processes keep theirs until their retry_after.
+        if self.denials is not None:
+            self.denials.clear()
+
     def _reset(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
                layer: str | None) -> Flow[None]:
         item = self._plan(limit, identifiers, 1, layer).items[0]
+        self._forget_refusals()
         if self.memory is not None:
             self.memory.clear(limit_key(item.limit, item.key))
             return
@@ -198,6 +213,8 @@ class _Limiter:
 
     def _penalty(self, rule: str, identity: str, clear: bool) -> Flow[float]:
         key = penalty_key(rule, identity)
+        if clear:
+            self._forget_refusals()
         if self.memory is not None:
             if clear:
                 self.memory.clear(key)
@@ -275,8 +292,17 @@ class RateLimiter(_Limiter):
         """Hit every limit of *plan* and return the decision with every quota."""
         if self.memory is not None:
             return self._in_memory(self.memory, plan)
+        denials = self.denials
+        if denials is not None:
+            refused = denials.get(plan)
+            if refused is not None:
+                return refused
+            asked = time.time()
         with self._guarded:
-            return run(self._flow(plan), self.strategy)
+            decision = run(self._flow(plan), self.strategy)
+        if denials is not None and not decision.allowed and plan.settle is None:
+            denials.add(decision, asked)
+        return decision
 
     def settle(self, decision: Decision, deltas: Sequence[int]) -> None:
         """Apply *deltas* (one per limit; negative: a refund) to *decision*'s reservation.
@@ -389,13 +415,23 @@ class AsyncRateLimiter(_Limiter):
         """Hit every limit of *plan* and return the decision with every quota."""
         if self.memory is not None:
             return self._in_memory(self.memory, plan)
+        denials = self.denials
+        if denials is not None:
+            refused = denials.get(plan)
+            if refused is not None:
+                return refused
+            asked = time.time()
         with self._guarded:
             if self._needs_init:
                 await self._initialize()
             if self._gate is None:
-                return await arun(self._flow(plan), self.strategy)
-            async with self._gate:
-                return await arun(self._flow(plan), self.strategy)
+                decision = await arun(self._flow(plan), self.strategy)
+            else:
+                async with self._gate:
+                    decision = await arun(self._flow(plan), self.strategy)
+        if denials is not None and not decision.allowed and plan.settle is None:
+            denials.add(decision, asked)
+        return decision
 
     async def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1,
                   layer: str | None = None) -> Quota:
