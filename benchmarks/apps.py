@@ -15,6 +15,8 @@ variant            how it is wired
 unbatched``        ``EVALSHA`` (ASGI, Redis only; shows what batching gives)
 ``ratelimit-mw-   the same with ``headers="none"`` (memory only; shows what the five
 noheaders``        quota header fields cost)
+``ratelimit-mw-   the default options, under a flood (``flood.py``); ``-nolocal``:
+flood[-nolocal]``  with ``local_denials=False``
 ``slowapi``        ``@limiter.limit`` on the route, ``headers_enabled=True``
 ``asgi-ratelimit`` its ``RateLimitMiddleware`` with a ``Rule(minute=N)``; it has no
                    quota headers
@@ -54,6 +56,8 @@ def measured_on(variant: str, storage: str) -> bool:
     """Whether *variant* is measured on *storage* (``"memory"`` or ``"redis"``)."""
     return ONLY_ON.get(variant, storage) == storage
 WSGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-noheaders", "flask-limiter")
+#: Ours under a flood (``flood.py``), with and without repeating refusals locally.
+FLOOD_VARIANTS = ("ratelimit-mw-flood", "ratelimit-mw-flood-nolocal")
 #: Generous: nothing may be refused during a measurement.
 LIMIT_PER_MINUTE = 1_000_000
 #: The path every measurement requests.
@@ -69,6 +73,8 @@ EXPECTED_HEADERS: dict[str, tuple[str, ...]] = {
     "ratelimit-mw-unbatched": ("ratelimit-policy", "ratelimit", "x-ratelimit-limit",
                                "x-ratelimit-remaining", "x-ratelimit-reset"),
     "ratelimit-mw-noheaders": (),
+    "ratelimit-mw-flood": ("ratelimit-policy", "ratelimit"),
+    "ratelimit-mw-flood-nolocal": ("ratelimit-policy", "ratelimit"),
     "slowapi": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
     "asgi-ratelimit": (),
     "flask-limiter": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
@@ -125,9 +131,10 @@ async def _item_endpoint(request: Any) -> Any:
 
 
 def build_asgi(variant: str, storage: str = "memory://",
-               per_minute: int = LIMIT_PER_MINUTE) -> Built:
-    """The Starlette app for *variant* (one of :data:`ASGI_VARIANTS`) on *storage*."""
-    limit = f"{per_minute}/minute"
+               per_minute: int = LIMIT_PER_MINUTE, limit: str | None = None) -> Built:
+    """The Starlette app for *variant* (one of :data:`ASGI_VARIANTS` or
+    :data:`FLOOD_VARIANTS`) on *storage*; *limit* replaces ``per_minute``'s."""
+    limit = limit or f"{per_minute}/minute"
     if variant == "bare":
         return Built(_starlette(_item_endpoint))
     if variant.startswith("ratelimit-mw"):
@@ -196,7 +203,9 @@ def _our_options(variant: str) -> dict[str, Any]:
 
     return {"ratelimit-mw": {},
             "ratelimit-mw-unbatched": {"redis_options": RedisOptions(batch=False)},
-            "ratelimit-mw-noheaders": {"headers": "none"}}[variant]
+            "ratelimit-mw-noheaders": {"headers": "none"},
+            "ratelimit-mw-flood": {},
+            "ratelimit-mw-flood-nolocal": {"local_denials": False}}[variant]
 
 
 # --------------------------------------------------------------------------- WSGI

@@ -25,12 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import inprocess, memory, redis_stats, report, servers
+from . import flood, inprocess, memory, redis_stats, report, servers
 from .redis_server import PrivateRedis, redis_version
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PARTS = ("inprocess", "servers", "redis", "memory")
+PARTS = ("inprocess", "servers", "redis", "flood", "memory")
 DISTRIBUTIONS = ("ratelimit-mw", "limits", "redis", "starlette", "flask", "slowapi",
                  "flask-limiter", "asgi-ratelimit", "uvicorn", "uvloop", "httptools",
                  "gunicorn")
@@ -208,6 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             section = redis_stats.run(redis_server.url, redis_server.port,
                                       requests=setting.redis_requests, log=log)
             results["redis"] = {"meta": meta, **section}
+        if "flood" in parts:
+            log("== flood: one client at 10x its limit, uvicorn on Redis")
+            meta = section_meta(args.quick, code_state())
+            section = flood.run(redis_server.url, redis_server.port,
+                                rounds=setting.server_rounds,
+                                seconds=setting.server_seconds,
+                                warmup=setting.server_warmup_seconds, log=log)
+            results["flood"] = {"meta": meta, **section}
     if "memory" in parts:
         log(f"== memory:// at scale ({setting.memory_identities:,} identities), "
             "a fresh process per strategy")

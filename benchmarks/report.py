@@ -16,7 +16,8 @@ APP = {"asgi": "ASGI (Starlette)", "wsgi": "WSGI (Flask)"}
 DASH = "\u2013"  # en dash, for ranges and empty cells
 TIMES = "\u00d7"  # multiplication sign
 COLOURS = {"ratelimit-mw": "#1f6fb4", "ratelimit-mw-unbatched": "#8fb7da",
-           "ratelimit-mw-noheaders": "#8fb7da",
+           "ratelimit-mw-noheaders": "#8fb7da", "ratelimit-mw-flood": "#1f6fb4",
+           "ratelimit-mw-flood-nolocal": "#8fb7da",
            "slowapi": "#f28e2b", "asgi-ratelimit": "#59a14f",
            "flask-limiter": "#e15759", "bare": "#9d9d9d"}
 
@@ -119,6 +120,29 @@ def _redis(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _flood(section: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### Flood: one client at 10{TIMES} its limit, uvicorn on Redis (median of "
+        f"{section['rounds']} rounds of {section['seconds']} s [min{DASH}max])", "",
+        _stamp(section), "",
+        f"The bare app served {section['bare_capacity_rps']:,.0f} req/s before the rounds; "
+        f"the limit is a tenth of that, `{section['per_second']}/second`.", "",
+        "| Variant | req/s | ÷ bare | p99 ms | refused | script calls per refused request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in section["rows"]:
+        calls = row["script_calls_per_refused"]
+        lines.append(
+            f"| {_variant(row['variant'])} | {_spread(row['rps'], 0)} "
+            f"| {_spread(row['ratio_to_bare'], 2)} | {_spread(row['p99_ms'], 2)} "
+            f"| {_spread(row['refused_share'], 2)} "
+            f"| {DASH if calls is None else _spread(calls, 2)} |")
+    lines += ["", "*refused*: the share of 429s. *Script calls per refused request*: "
+              "`EVALSHA` calls (`INFO commandstats`) less one per allowed request, over "
+              "the refused requests; `-nolocal` is `local_denials=False`."]
+    return lines
+
+
 def _mb(value: float) -> str:
     return f"{value / 1e6:,.1f}"
 
@@ -208,7 +232,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["**Anomalies in this run** (the numbers below include them):", "",
                   *[f"- {p}" for p in problems], ""]
     for key, render in (("inprocess", _inprocess), ("servers", _servers),
-                        ("redis", _redis), ("memory", _memory)):
+                        ("redis", _redis), ("flood", _flood), ("memory", _memory)):
         if key in results:
             lines += [*render(results[key]), ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -133,9 +133,10 @@ def _command(kind: str, port: int) -> list[str]:
             "--log-level", "warning", "--error-logfile", "-", "--graceful-timeout", "2"]
 
 
-def start(kind: str, config: Config, storage: str) -> Server:
+def start(kind: str, config: Config, storage: str, limit: str = "") -> Server:
     port = free_port()
     env = {**os.environ, "BENCH_VARIANT": config.variant, "BENCH_STORAGE": storage,
+           "BENCH_LIMIT": limit,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                        os.environ.get("PYTHONPATH")]))}
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Server.stop

@@ -23,6 +23,7 @@ import pytest
 from benchmarks import memory, report
 from benchmarks.apps import (
     ASGI_VARIANTS,
+    FLOOD_VARIANTS,
     BODY,
     EXPECTED_HEADERS,
     WSGI_VARIANTS,
@@ -40,7 +41,8 @@ MODULES = {"slowapi": "slowapi", "flask-limiter": "flask_limiter",
 
 CASES = [(interface, v, s) for interface, variants in (("asgi", ASGI_VARIANTS),
                                                       ("wsgi", WSGI_VARIANTS))
-         for s in ("memory", "redis") for v in variants if measured_on(v, s)]
+         for s in ("memory", "redis") for v in variants if measured_on(v, s)] + [
+    ("asgi", v, "redis") for v in FLOOD_VARIANTS]
 
 
 @pytest.fixture(scope="module")
