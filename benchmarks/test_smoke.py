@@ -23,9 +23,9 @@ import pytest
 from benchmarks import memory, report
 from benchmarks.apps import (
     ASGI_VARIANTS,
-    FLOOD_VARIANTS,
     BODY,
     EXPECTED_HEADERS,
+    FLOOD_VARIANTS,
     WSGI_VARIANTS,
     build_asgi,
     build_wsgi,
