@@ -51,6 +51,12 @@ def test_limits_can_hit_test_and_clear_our_keys(redis_url: str, redis_client: re
     assert not theirs.test(item.limit, item.key)  # 3 of ours + 2 of theirs = 5
     assert not limiter.check(plan).allowed
     theirs.clear(item.limit, item.key)
+    # A clear behind our back is as another process's reset: this process repeats its
+    # refusal until the refusal's retry_after, unless it forgets it (as a reset of ours
+    # does).
+    assert not limiter.check(plan).allowed
+    assert limiter.denials is not None
+    limiter.denials.clear()
     assert limiter.check(plan).quotas[0].remaining == 4
     limiter.close()
 
