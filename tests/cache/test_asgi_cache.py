@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ratelimit_mw._types import Message, Scope
 from ratelimit_mw.cache import AsyncMemoryCache, AsyncRedisCache
 from tests.cache.harness import ASGI, numbered, private, status_of, with_vary
 
@@ -61,3 +62,29 @@ async def test_concurrent_private_responses_are_never_shared(async_cache: AsyncC
     assert upstream.calls == 30
     assert [r.content for r in responses] == [f"secret of {u}".encode() for u in users]
     assert elapsed < 2.0, f"waiters were served one after another: {elapsed:.2f}s"
+
+
+async def test_an_unsafe_request_invalidates_before_its_last_message_goes_out(
+        async_cache: AsyncCache) -> None:
+    """Read your own writes: the message that completes a POST's answer reaches the
+    server only once the URI's entries are gone."""
+    upstream, app = ASGI.cached(async_cache, numbered)
+    async with ASGI.client(app) as c:
+        await c.get("/r")
+        assert status_of(await c.get("/r")).get("hit") is True
+    stored_at: dict[str, bool] = {}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            async with ASGI.client(app) as c:
+                stored_at["last body"] = status_of(await c.get("/r")).get("hit") is True
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/r", "raw_path": b"/r",
+                    "query_string": b"", "scheme": "http", "root_path": "",
+                    "headers": [(b"host", b"testserver")], "http_version": "1.1"}
+    await app(scope, receive, send)
+    assert stored_at == {"last body": False}
+    assert upstream.calls == 3  # GET, POST, and the GET after the drop

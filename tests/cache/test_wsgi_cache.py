@@ -187,3 +187,31 @@ def test_pep_3333_conformance() -> None:
     assert call("HEAD") == ("200 OK", b"")
     assert call(HTTP_IF_NONE_MATCH="*") == ("304 Not Modified", b"")
     assert call(HTTP_AUTHORIZATION="x") == ("200 OK", b"hello")
+
+
+@pytest.mark.parametrize("chunks", [[b"done"], [b"do", b"ne"], []])
+def test_an_unsafe_request_invalidates_before_its_last_chunk_goes_out(
+        sync_cache: SyncCache, chunks: list[bytes]) -> None:
+    """Read your own writes: the server gets the last chunk of a POST's answer (the
+    headers too, when it is the only one) only once the URI's entries are gone."""
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Cache-Control", "max-age=60")])
+        return iter(list(chunks)) if environ["REQUEST_METHOD"] == "POST" else [b"v1"]
+
+    middleware = WSGIResponseCacheMiddleware(app, cache=sync_cache)
+    with client(middleware) as c:
+        c.get("/r")
+        assert status_of(c.get("/r")).get("hit") is True
+    env: Environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/r", "HTTP_HOST": "testserver"}
+    setup_testing_defaults(env)
+    result = middleware(env, lambda status, headers, exc_info=None: lambda data: None)
+    stored_when_released = []
+    try:
+        for chunk in result:
+            with client(middleware) as c:
+                stored_when_released.append((chunk, status_of(c.get("/r")).get("hit")))
+    finally:
+        result.close()  # type: ignore[attr-defined]
+    assert [chunk for chunk, _ in stored_when_released] == chunks
+    if chunks:
+        assert stored_when_released[-1][1] is None  # a miss: dropped before the last chunk

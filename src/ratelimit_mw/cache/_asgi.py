@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from .._flow import arun
 from .._types import ASGIApp, Message, Receive, Scope, Send
@@ -77,9 +78,13 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
 
     async def _unsafe(self, scope: Scope, receive: Receive, send: Send, method: str,
                       primary: str | None) -> None:
-        recorder = _Recorder(send, "fwd=method", 0)
+        async def invalidate(status: int | None) -> None:
+            await arun(flows.after_unsafe(method, status, primary), self.cache)
+
+        recorder = _Invalidating(send, invalidate)
         await self.app(scope, receive, recorder)
-        await arun(flows.after_unsafe(method, recorder.status, primary), self.cache)
+        if not recorder.invalidated:  # the app never sent its last byte
+            await invalidate(recorder.status)
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""
@@ -170,4 +175,30 @@ class _Recorder(_Tagged):
                     self.complete = True
         elif kind == "http.response.pathsend":
             self._limit = -1  # a file sent by path: not buffered, not stored
+        await super().__call__(message)
+
+
+class _Invalidating(_Tagged):
+    """`_Tagged` for an unsafe request: runs *invalidate* (given the status) before the
+    message that completes the response goes out, so a client that sends a GET the moment
+    it has the answer can never be served the entry from before the change."""
+
+    __slots__ = ("_invalidate", "invalidated", "status")
+
+    def __init__(self, send: Send, invalidate: Callable[[int | None], Awaitable[None]],
+                 ) -> None:
+        super().__init__(send, "fwd=method")
+        self._invalidate = invalidate
+        self.status: int | None = None
+        self.invalidated = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+        elif not self.invalidated and (
+                (kind == "http.response.body" and not message.get("more_body", False))
+                or kind == "http.response.pathsend"):
+            self.invalidated = True
+            await self._invalidate(self.status)
         await super().__call__(message)

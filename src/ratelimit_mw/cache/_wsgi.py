@@ -47,7 +47,9 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
             def after_unsafe(_capture: _Capture) -> None:
                 run(flows.after_unsafe(request.verb, recorder.status, primary), self.cache)
 
-            return _Capture(result, 0, after_unsafe)
+            # Before the last chunk is released: once the client has the whole answer it
+            # may send its GET, which must not find the entry from before the change.
+            return _Capture(result, 0, after_unsafe, before_end=True)
         if reason is not None or primary is None:
             tagged = _Recorder(start_response, f"fwd=bypass; detail={reason or 'host'}")
             return self.app(environ, tagged)
@@ -128,17 +130,22 @@ class _Recorder:
 
 
 class _Capture:
-    """The app's iterable, passed through; a bounded copy kept; *after* run at close()."""
+    """The app's iterable, passed through; a bounded copy kept; *after* run once, at
+    close(), or (``before_end=True``) before the last chunk is released to the server,
+    which holds that chunk back until the app's iterable is exhausted."""
 
     def __init__(self, result: Iterable[bytes], limit: int,
-                 after: Callable[[_Capture], None]) -> None:
+                 after: Callable[[_Capture], None], *, before_end: bool = False) -> None:
         self._result = result
         self._limit = limit
         self._after = after
+        self._before_end = before_end
+        self._done = False
         self.body = bytearray()
         self.complete = False
 
     def __iter__(self) -> Iterator[bytes]:
+        held: bytes | None = None
         for chunk in self._result:
             if self._limit >= 0:
                 if len(self.body) + len(chunk) > self._limit:
@@ -146,8 +153,22 @@ class _Capture:
                     self.body = bytearray()
                 else:
                     self.body += chunk
-            yield chunk
+            if not self._before_end:
+                yield chunk
+                continue
+            if held is not None:
+                yield held
+            held = chunk
         self.complete = self._limit >= 0
+        if self._before_end:
+            self._run_after()
+            if held is not None:
+                yield held
+
+    def _run_after(self) -> None:
+        if not self._done:
+            self._done = True
+            self._after(self)
 
     def close(self) -> None:
         try:
@@ -155,4 +176,4 @@ class _Capture:
             if close is not None:
                 close()
         finally:
-            self._after(self)
+            self._run_after()
