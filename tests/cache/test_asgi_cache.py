@@ -9,7 +9,7 @@ import time
 
 from ratelimit_mw._types import Message, Scope
 from ratelimit_mw.cache import AsyncMemoryCache, AsyncRedisCache
-from tests.cache.harness import ASGI, numbered, private, status_of, with_vary
+from tests.cache.harness import ASGI, V1, numbered, private, status_of, validated, with_vary
 
 AsyncCache = AsyncRedisCache | AsyncMemoryCache
 
@@ -88,3 +88,18 @@ async def test_an_unsafe_request_invalidates_before_its_last_message_goes_out(
     await app(scope, receive, send)
     assert stored_at == {"last body": False}
     assert upstream.calls == 3  # GET, POST, and the GET after the drop
+
+
+async def test_fifty_concurrent_revalidations_make_one_call(async_cache: AsyncCache) -> None:
+    """A no-cache entry (revalidated on every use): 50 requests at once, one conditional
+    request to the app; the others are served the refreshed entry."""
+    respond, conditions = validated("no-cache")
+    upstream, app = ASGI.cached(async_cache, respond, delay=0.1)
+    async with ASGI.client(app) as c:
+        await c.get("/hot")
+        responses = await asyncio.gather(*(c.get("/hot") for _ in range(50)))
+    assert upstream.calls == 2
+    assert conditions == [{}, {"if-none-match": V1}]
+    assert {r.content for r in responses} == {b"body #1"}
+    assert {r.headers["x-checked"] for r in responses} == {"2"}
+    assert sum(status_of(r).get("collapsed") is True for r in responses) == 49

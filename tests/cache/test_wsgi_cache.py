@@ -19,7 +19,7 @@ import pytest
 
 from ratelimit_mw._types import Environ, StartResponse
 from ratelimit_mw.cache import MemoryCache, RedisCache, WSGIResponseCacheMiddleware
-from tests.cache.harness import WSGI, numbered, private, status_of, with_vary
+from tests.cache.harness import V1, WSGI, numbered, private, status_of, validated, with_vary
 
 SyncCache = RedisCache | MemoryCache
 
@@ -215,3 +215,34 @@ def test_an_unsafe_request_invalidates_before_its_last_chunk_goes_out(
     assert [chunk for chunk, _ in stored_when_released] == chunks
     if chunks:
         assert stored_when_released[-1][1] is None  # a miss: dropped before the last chunk
+
+
+def test_twenty_threads_revalidating_together_make_one_call(sync_cache: SyncCache) -> None:
+    respond, conditions = validated("no-cache")
+    upstream, app = WSGI.cached(sync_cache, respond, delay=0.2)
+    with client(app) as c:
+        c.get("/hot")
+    responses = concurrently(app, [("/hot", {})] * 20)
+    assert upstream.calls == 2
+    assert conditions == [{}, {"if-none-match": V1}]
+    assert {r.content for r in responses} == {b"body #1"}
+    assert sum(status_of(r).get("collapsed") is True for r in responses) == 19
+
+
+def test_a_revalidation_by_a_generator_app(sync_cache: SyncCache) -> None:
+    """An app that calls start_response only when iterated: its 304 is still ours."""
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        calls.append(environ.get("HTTP_IF_NONE_MATCH", ""))
+        if environ.get("HTTP_IF_NONE_MATCH") == '"g"':
+            start_response("304 Not Modified", [("ETag", '"g"'), ("Cache-Control", "no-cache")])
+            return
+        start_response("200 OK", [("ETag", '"g"'), ("Cache-Control", "no-cache")])
+        yield b"generated"
+
+    with client(WSGIResponseCacheMiddleware(app, cache=sync_cache)) as c:
+        bodies = [c.get("/g") for _ in range(2)]
+    assert calls == ["", '"g"']
+    assert [(r.status_code, r.content) for r in bodies] == [(200, b"generated")] * 2
+    assert status_of(bodies[1])["fwd-status"] == 304

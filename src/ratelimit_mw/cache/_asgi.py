@@ -67,12 +67,30 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
             await _send_entry(send, found.entry.hit(request, time.time(),
                                                     collapsed=found.collapsed))
             return
-        recorder = _Recorder(send, found.status, self.policy.max_body_size)
+        stale = found.stale if found.revalidating else None
+        if stale is not None:
+            # Ask the app whether the stale entry still holds; its 304 is ours, not the
+            # client's, so it is held back and answered from the refreshed entry.
+            headers = flows.conditional(((k.decode("latin-1"), v.decode("latin-1"))
+                                         for k, v in scope.get("headers", ())), stale)
+            scope = {**scope, "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                                          for k, v in headers]}
+        recorder = _Recorder(send, found.status, self.policy.max_body_size,
+                             hold_304=stale is not None)
+        request_time = time.time()
         try:
             await self.app(scope, receive, recorder)
-            if recorder.complete and recorder.status is not None:
+            if stale is not None and recorder.held:
+                entry, stored = await arun(flows.refresh(
+                    self.policy, rule, request, primary, stale, recorder.headers,
+                    request_time), self.cache)
+                await _send_entry(send, entry.hit(
+                    request, time.time(),
+                    status="fwd=stale; fwd-status=304" + ("; stored" if stored else "")))
+            elif recorder.complete and recorder.status is not None:
                 await arun(flows.save(self.policy, rule, request, primary, recorder.status,
-                                      recorder.headers, bytes(recorder.body)), self.cache)
+                                      recorder.headers, bytes(recorder.body), request_time),
+                           self.cache)
         finally:
             await arun(flows.release(found), self.cache)
 
@@ -125,43 +143,53 @@ async def _send_entry(send: Send, response: tuple[int, list[tuple[str, str]], by
 
 
 class _Tagged:
-    """Adds ``Cache-Status`` to the response start; forwards everything else."""
+    """Adds ``Cache-Status`` (with the app's status as ``fwd-status``) to the response
+    start; forwards everything else."""
 
     __slots__ = ("_done", "_send", "_value")
 
     def __init__(self, send: Send, tag: str) -> None:
         self._send = send
-        self._value = f"ratelimit-mw; {tag}".encode("latin-1")
+        self._value = f"ratelimit-mw; {tag}"
         self._done = False
 
     async def __call__(self, message: Message) -> None:
         if not self._done and message["type"] == "http.response.start":
             self._done = True
+            value = f"{self._value}; fwd-status={message['status']}".encode("latin-1")
             message = {**message, "headers": [*message.get("headers", ()),
-                                              (b"cache-status", self._value)]}
+                                              (b"cache-status", value)]}
         await self._send(message)
 
 
 class _Recorder(_Tagged):
     """`_Tagged`, noting status and headers and keeping a copy of the body up to *limit*
-    bytes as it streams."""
+    bytes as it streams. With *hold_304*, a 304 is held back, body and all (``held``):
+    the answer to the cache's own conditional request."""
 
-    __slots__ = ("_limit", "body", "complete", "headers", "status")
+    __slots__ = ("_hold_304", "_limit", "body", "complete", "headers", "held", "status")
 
-    def __init__(self, send: Send, tag: str, limit: int) -> None:
+    def __init__(self, send: Send, tag: str, limit: int, *, hold_304: bool = False) -> None:
         super().__init__(send, tag)
         self._limit = limit
+        self._hold_304 = hold_304
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.complete = False
+        self.held = False
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
+        if self.held:
+            return
         if kind == "http.response.start":
             self.status = message["status"]
             self.headers = [(k.decode("latin-1"), v.decode("latin-1"))
                             for k, v in message.get("headers", ())]
+            if self._hold_304 and self.status == 304:
+                self.held = True
+                return
             if message.get("trailers"):
                 self._limit = -1  # trailers cannot be replayed from the cache
         elif kind == "http.response.body" and self._limit >= 0:

@@ -55,22 +55,41 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
             return self.app(environ, tagged)
         found = run(flows.lookup(self.policy, request, primary, self._connected), self.cache)
         if found.entry is not None:
-            status, headers, body = found.entry.hit(request, time.time(),
-                                                    collapsed=found.collapsed)
-            start_response(f"{status} {HTTPStatus(status).phrase}", headers)
-            return [body]
-        recorder = _Recorder(start_response, found.status)
+            return _serve(start_response, found.entry.hit(request, time.time(),
+                                                          collapsed=found.collapsed))
+        stale = found.stale if found.revalidating else None
+        if stale is not None:
+            # Ask the app whether the stale entry still holds; its 304 is ours, not the
+            # client's, so it is held back and answered from the refreshed entry.
+            environ = {key: value for key, value in environ.items()
+                       if key not in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")}
+            for name, value in stale.validators():
+                environ["HTTP_" + name.upper().replace("-", "_")] = value
+        recorder = _Recorder(start_response, found.status, hold_304=stale is not None)
+        request_time = time.time()
 
         def after(capture: _Capture) -> None:
             try:
                 if capture.complete and recorder.status is not None and not recorder.wrote:
                     run(flows.save(self.policy, rule, request, primary, recorder.status,
-                                   recorder.headers, bytes(capture.body)), self.cache)
+                                   recorder.headers, bytes(capture.body), request_time),
+                        self.cache)
             finally:
                 run(flows.release(found), self.cache)
 
         try:
             result = self.app(environ, recorder)
+            if stale is not None:
+                result = _started(result, recorder)
+                if recorder.held:
+                    _close(result)
+                    entry, stored = run(flows.refresh(
+                        self.policy, rule, request, primary, stale, recorder.headers,
+                        request_time), self.cache)
+                    run(flows.release(found), self.cache)
+                    return _serve(start_response, entry.hit(
+                        request, time.time(),
+                        status="fwd=stale; fwd-status=304" + ("; stored" if stored else "")))
         except BaseException:
             run(flows.release(found), self.cache)
             raise
@@ -98,16 +117,62 @@ def _request(environ: Environ) -> CacheRequest:
                         environ.get("QUERY_STRING", ""), headers)
 
 
+def _serve(start_response: StartResponse,
+           response: tuple[int, list[tuple[str, str]], bytes]) -> list[bytes]:
+    status, headers, body = response
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+    return [body]
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+def _started(result: Iterable[bytes], recorder: _Recorder) -> Iterable[bytes]:
+    """*result*, its first chunk already drawn if the app had not called
+    ``start_response`` yet (a generator app): the status decides what we send."""
+    if recorder.status is not None:
+        return result
+    iterator = iter(result)
+    first = next(iterator, None)
+    return _Resumed([] if first is None else [first], iterator, result)
+
+
+class _Resumed:
+    """The chunks drawn ahead, then the rest of the app's iterable; its ``close()`` kept."""
+
+    def __init__(self, drawn: list[bytes], rest: Iterator[bytes],
+                 result: Iterable[bytes]) -> None:
+        self._drawn = drawn
+        self._rest = rest
+        self._result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._drawn
+        yield from self._rest
+
+    def close(self) -> None:
+        _close(self._result)
+
+
 class _Recorder:
-    """``start_response`` that notes status and headers (and adds ``Cache-Status``)."""
+    """``start_response`` that notes status and headers (and adds ``Cache-Status``). With
+    *hold_304*, a 304 is not passed on (``held``): the answer to the cache's own
+    conditional request."""
 
-    __slots__ = ("_start_response", "_tag", "headers", "status", "wrote")
+    __slots__ = ("_hold_304", "_start_response", "_tag", "headers", "held", "status",
+                 "wrote")
 
-    def __init__(self, start_response: StartResponse, tag: str) -> None:
+    def __init__(self, start_response: StartResponse, tag: str, *,
+                 hold_304: bool = False) -> None:
         self._start_response = start_response
         self._tag = tag
+        self._hold_304 = hold_304
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
+        self.held = False
         #: The app used the legacy write() callable: bytes we never saw went out, so the
         #: copy is incomplete and is never stored.
         self.wrote = False
@@ -116,7 +181,11 @@ class _Recorder:
                  exc_info: OptExcInfo | None = None, /) -> WriteCallable:
         self.status = int(status.split(" ", 1)[0])
         self.headers = list(headers)
-        headers = [*headers, ("Cache-Status", f"ratelimit-mw; {self._tag}")]
+        if self._hold_304 and self.status == 304:
+            self.held = True
+            return lambda data: None  # a 304 has no body to write
+        headers = [*headers, ("Cache-Status",
+                              f"ratelimit-mw; {self._tag}; fwd-status={self.status}")]
         if exc_info is None:
             write = self._start_response(status, headers)
         else:
@@ -172,8 +241,6 @@ class _Capture:
 
     def close(self) -> None:
         try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
+            _close(self._result)
         finally:
             self._run_after()
