@@ -5,7 +5,9 @@ The servers import them by name (``uvicorn --factory tests.cache.serverapps:crea
 environment: ``RLMW_CACHE_STORE`` is ``memory`` or a Redis URL.
 
 Routes: ``GET /item`` answers ``version <n>`` fresh for a minute; ``POST /item`` moves to
-the next version. ``/health`` is exempt from the cache.
+the next version. ``GET /flaky`` answers ``up <n>`` fresh for a second, with
+``stale-if-error=$RLMW_CACHE_SIE``, except while it is down: ``POST /down?seconds=10``
+makes it answer 500 for ten seconds from then. ``/health`` is exempt from the cache.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from typing import Any
 
 import flask
@@ -52,6 +55,19 @@ class _Versions:
 
 def create_asgi_app() -> Any:
     versions = _Versions()
+    flaky = _Versions()
+    down_until = [0.0]
+
+    async def down(request: Request) -> PlainTextResponse:
+        down_until[0] = time.time() + float(request.query_params["seconds"])
+        return PlainTextResponse("down")
+
+    async def flaky_item(request: Request) -> PlainTextResponse:
+        if time.time() < down_until[0]:
+            return PlainTextResponse("down", status_code=500)
+        window = os.environ.get("RLMW_CACHE_SIE", "60")
+        return PlainTextResponse(f"up {flaky.bump()}", headers={
+            "Cache-Control": f"max-age=1, stale-if-error={window}"})
 
     async def item(request: Request) -> PlainTextResponse:
         if request.method == "POST":
@@ -63,6 +79,7 @@ def create_asgi_app() -> Any:
         return PlainTextResponse("ok")
 
     app = Starlette(routes=[Route("/item", item, methods=["GET", "POST"]),
+                            Route("/flaky", flaky_item), Route("/down", down, methods=["POST"]),
                             Route("/health", health)])
     store = os.environ["RLMW_CACHE_STORE"]
     cache = AsyncMemoryCache() if store == "memory" else AsyncRedisCache(store)

@@ -9,7 +9,17 @@ import time
 
 from ratelimit_mw._types import Message, Scope
 from ratelimit_mw.cache import AsyncMemoryCache, AsyncRedisCache
-from tests.cache.harness import ASGI, V1, numbered, private, status_of, validated, with_vary
+from tests.cache.harness import (
+    ASGI,
+    V1,
+    Reply,
+    Seen,
+    numbered,
+    private,
+    status_of,
+    validated,
+    with_vary,
+)
 
 AsyncCache = AsyncRedisCache | AsyncMemoryCache
 
@@ -103,3 +113,21 @@ async def test_fifty_concurrent_revalidations_make_one_call(async_cache: AsyncCa
     assert {r.content for r in responses} == {b"body #1"}
     assert {r.headers["x-checked"] for r in responses} == {"2"}
     assert sum(status_of(r).get("collapsed") is True for r in responses) == 49
+
+
+async def test_fifty_requests_on_a_stale_while_revalidate_entry_make_one_call(
+        async_cache: AsyncCache) -> None:
+    """All 50 get the stale entry at once; one of them revalidates it afterwards."""
+    def respond(seen: Seen, n: int) -> Reply:
+        return Reply(f"#{n}", headers={"Cache-Control": "max-age=1, stale-while-revalidate=60"})
+
+    upstream, app = ASGI.cached(async_cache, respond, delay=0.1)
+    async with ASGI.client(app) as c:
+        await c.get("/hot")
+        await asyncio.sleep(1.1)
+        responses = await asyncio.gather(*(c.get("/hot") for _ in range(50)))
+        after = await c.get("/hot")
+    assert upstream.calls == 2
+    assert {r.content for r in responses} == {b"#1"}
+    assert {status_of(r).get("detail") for r in responses} == {"stale-while-revalidate"}
+    assert after.content == b"#2"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,11 +37,15 @@ def store(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("redis_url"))
 
 
+def _env(store: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(RLMW_CACHE_STORE=store, PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
 @pytest.fixture(params=["asgi", "wsgi"])
 def server(request: pytest.FixtureRequest, store: str, tmp_path: Path) -> Iterator[Server]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(RLMW_CACHE_STORE=store, PYTHONUNBUFFERED="1")
-    with serve_command(request.param, _argv(request.param), cwd=ROOT, env=env,
+    with serve_command(request.param, _argv(request.param), cwd=ROOT, env=_env(store),
                        log_dir=tmp_path) as running:
         yield running
 
@@ -60,3 +65,48 @@ def test_a_get_sent_as_the_post_answer_arrives_sees_the_change(server: Server) -
             if after != f"version {version}":
                 stale.append((version, after))
     assert stale == []
+
+
+OUTAGE = 10.0
+#: Requests this close to a boundary (the end of the stale-if-error window, the end of
+#: the outage) may fall on either side of it: the server's clock decides, not ours.
+MARGIN = 0.5
+
+
+@pytest.mark.parametrize("window", [60, 5])
+def test_stale_if_error_under_uvicorn(store: str, tmp_path: Path, window: int) -> None:
+    """The app answers 500 for 10 s. Every request in that time, while the entry is within
+    its stale-if-error window, gets the stored 200; none after the window (the 500
+    goes through), and once the app is back, its new answers."""
+    env = _env(store, RLMW_CACHE_SIE=str(window))
+    with serve_command("uvicorn", _argv("asgi"), cwd=ROOT, env=env,
+                       log_dir=tmp_path) as running, \
+            httpx.Client(base_url=running.base) as c:
+        stored = c.get("/flaky")
+        assert stored.text == "up 1"
+        stored_at = time.monotonic()
+        assert c.post("/down", params={"seconds": OUTAGE}).status_code == 200
+        outage_start = time.monotonic()
+        samples = []
+        while time.monotonic() < outage_start + OUTAGE + 2:
+            sent = time.monotonic()
+            answer = c.get("/flaky")
+            samples.append((sent - stored_at, sent - outage_start, answer))
+            time.sleep(0.1)
+    stale_until = 1 + window  # max-age=1, then the window
+    for since_stored, since_outage, answer in samples:
+        during_outage = since_outage < OUTAGE - MARGIN
+        if during_outage and since_stored < stale_until - MARGIN:
+            assert (answer.status_code, answer.text) == (200, "up 1"), since_stored
+        elif during_outage and since_stored > stale_until + MARGIN:
+            assert (answer.status_code, answer.text) == (500, "down"), since_stored
+        elif since_outage > OUTAGE + MARGIN:
+            assert answer.status_code == 200
+            assert answer.text != "up 1"  # the app's new answer, never the stale one
+        if answer.text == "up 1" and since_stored > 1 + MARGIN:
+            assert "detail=stale-if-error" in answer.headers["cache-status"]
+            assert since_stored < stale_until + MARGIN  # never after the window
+    stale = [s for s in samples if s[2].text == "up 1" and s[0] > 1 + MARGIN]
+    assert len(stale) > 10, "too few requests answered stale to show anything"
+    errors = [s for s in samples if s[2].status_code == 500]
+    assert (len(errors) > 10) is (window < OUTAGE)

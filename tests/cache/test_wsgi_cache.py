@@ -19,7 +19,17 @@ import pytest
 
 from ratelimit_mw._types import Environ, StartResponse
 from ratelimit_mw.cache import MemoryCache, RedisCache, WSGIResponseCacheMiddleware
-from tests.cache.harness import V1, WSGI, numbered, private, status_of, validated, with_vary
+from tests.cache.harness import (
+    V1,
+    WSGI,
+    Reply,
+    Seen,
+    numbered,
+    private,
+    status_of,
+    validated,
+    with_vary,
+)
 
 SyncCache = RedisCache | MemoryCache
 
@@ -246,3 +256,20 @@ def test_a_revalidation_by_a_generator_app(sync_cache: SyncCache) -> None:
     assert calls == ["", '"g"']
     assert [(r.status_code, r.content) for r in bodies] == [(200, b"generated")] * 2
     assert status_of(bodies[1])["fwd-status"] == 304
+
+
+def test_twenty_threads_on_a_stale_while_revalidate_entry_make_one_call(
+        sync_cache: SyncCache) -> None:
+    def respond(seen: Seen, n: int) -> Reply:
+        return Reply(f"#{n}", headers={"Cache-Control": "max-age=1, stale-while-revalidate=60"})
+
+    upstream, app = WSGI.cached(sync_cache, respond, delay=0.2)
+    with client(app) as c:
+        c.get("/hot")
+        time.sleep(1.1)
+        responses = concurrently(app, [("/hot", {})] * 20)
+        after = c.get("/hot")
+    assert upstream.calls == 2
+    assert {r.content for r in responses} == {b"#1"}
+    assert {status_of(r).get("detail") for r in responses} == {"stale-while-revalidate"}
+    assert after.content == b"#2"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +16,29 @@ from ._middleware import CacheMiddlewareBase
 from ._redis_store import AsyncRedisCache
 
 __all__ = ["ResponseCacheMiddleware"]
+
+#: The cache's logger (`_redis_store` logs on it too): the app's failures that a stale
+#: entry answered, and failed background revalidations.
+logger = logging.getLogger("ratelimit_mw.cache")
+
+
+async def _discard(message: Message) -> None:
+    """The send of a background revalidation: its client was answered already."""
+
+
+def _quiet_receive() -> Receive:
+    """A receive for a request with no body that never reports a disconnect."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # never set: only cancellation ends the wait
+        raise AssertionError("unreachable")
+
+    return receive
 
 
 class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | AsyncMemoryCache]):
@@ -63,10 +88,27 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
             return
         found = await arun(flows.lookup(self.policy, request, primary, self._connected),
                            self.cache)
-        if found.entry is not None:
-            await _send_entry(send, found.entry.hit(request, time.time(),
-                                                    collapsed=found.collapsed))
+        if found.entry is None:
+            await self._fetch(scope, receive, send, rule, request, primary, found)
             return
+        await _send_entry(send, found.entry.hit(request, time.time(), collapsed=found.collapsed,
+                                                status=found.status or None))
+        if found.background:
+            # The client has its answer: this request revalidates the stale entry now,
+            # for the next ones (stale-while-revalidate). Its receive never reports a
+            # disconnect, so an app that listens for one runs to the end.
+            try:
+                await self._fetch(scope, _quiet_receive(), _discard, rule, request, primary,
+                                  found)
+            except Exception:
+                logger.exception("response cache: the app failed to revalidate %s",
+                                 request.path)
+
+    async def _fetch(self, scope: Scope, receive: Receive, send: Send,
+                     rule: flows.CacheRule | None, request: CacheRequest, primary: str,
+                     found: flows.Lookup) -> None:
+        """Call the app for a miss or a stale entry (revalidating it when it can), store
+        what may be stored, and release the lock *found* holds."""
         stale = found.stale if found.revalidating else None
         if stale is not None:
             # Ask the app whether the stale entry still holds; its 304 is ours, not the
@@ -75,18 +117,34 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
                                          for k, v in scope.get("headers", ())), stale)
             scope = {**scope, "headers": [(k.encode("latin-1"), v.encode("latin-1"))
                                           for k, v in headers]}
+        fallback = None if found.background else flows.stale_if_error(found, time.time())
         recorder = _Recorder(send, found.status, self.policy.max_body_size,
-                             hold_304=stale is not None)
+                             hold_304=stale is not None, hold_errors=fallback is not None)
         request_time = time.time()
         try:
-            await self.app(scope, receive, recorder)
-            if stale is not None and recorder.held:
+            try:
+                await self.app(scope, receive, recorder)
+            except Exception:
+                if fallback is None or recorder.started:
+                    raise
+                # The app is down, the cache still answers (stale-if-error); the error
+                # is logged as the server would have.
+                logger.exception("response cache: the app failed; serving %s stale",
+                                 request.path)
+                await _send_entry(send, fallback.hit(
+                    request, time.time(), status="fwd=stale; detail=stale-if-error"))
+                return
+            if recorder.held and recorder.status == 304 and stale is not None:
                 entry, stored = await arun(flows.refresh(
                     self.policy, rule, request, primary, stale, recorder.headers,
                     request_time), self.cache)
                 await _send_entry(send, entry.hit(
                     request, time.time(),
                     status="fwd=stale; fwd-status=304" + ("; stored" if stored else "")))
+            elif recorder.held and fallback is not None:
+                await _send_entry(send, fallback.hit(
+                    request, time.time(),
+                    status=f"fwd=stale; fwd-status={recorder.status}; detail=stale-if-error"))
             elif recorder.complete and recorder.status is not None:
                 await arun(flows.save(self.policy, rule, request, primary, recorder.status,
                                       recorder.headers, bytes(recorder.body), request_time),
@@ -164,20 +222,25 @@ class _Tagged:
 
 class _Recorder(_Tagged):
     """`_Tagged`, noting status and headers and keeping a copy of the body up to *limit*
-    bytes as it streams. With *hold_304*, a 304 is held back, body and all (``held``):
-    the answer to the cache's own conditional request."""
+    bytes as it streams. Held back, body and all (``held``): with *hold_304*, a 304 (the
+    answer to the cache's own conditional request); with *hold_errors*, a 500, 502, 503
+    or 504 (a stale entry is served instead)."""
 
-    __slots__ = ("_hold_304", "_limit", "body", "complete", "headers", "held", "status")
+    __slots__ = ("_hold_304", "_hold_errors", "_limit", "body", "complete", "headers",
+                 "held", "started", "status")
 
-    def __init__(self, send: Send, tag: str, limit: int, *, hold_304: bool = False) -> None:
+    def __init__(self, send: Send, tag: str, limit: int, *, hold_304: bool = False,
+                 hold_errors: bool = False) -> None:
         super().__init__(send, tag)
         self._limit = limit
         self._hold_304 = hold_304
+        self._hold_errors = hold_errors
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.complete = False
         self.held = False
+        self.started = False  # the response start went out: the app's answer is the one
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -187,9 +250,11 @@ class _Recorder(_Tagged):
             self.status = message["status"]
             self.headers = [(k.decode("latin-1"), v.decode("latin-1"))
                             for k, v in message.get("headers", ())]
-            if self._hold_304 and self.status == 304:
+            if (self._hold_304 and self.status == 304) or (
+                    self._hold_errors and self.status in flows.ERROR_STATUSES):
                 self.held = True
                 return
+            self.started = True
             if message.get("trailers"):
                 self._limit = -1  # trailers cannot be replayed from the cache
         elif kind == "http.response.body" and self._limit >= 0:

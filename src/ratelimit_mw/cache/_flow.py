@@ -47,6 +47,7 @@ __all__ = [
     "release",
     "response_ttl",
     "save",
+    "stale_if_error",
 ]
 
 
@@ -87,6 +88,9 @@ class Lookup(NamedTuple):
     token: str | None
     status: str              # Cache-Status for a miss or bypass
     stale: Entry | None = None  # the stored entry that is no longer fresh, if any
+    #: Serve *entry* (stale, within stale-while-revalidate) and then revalidate it,
+    #: holding *lock*.
+    background: bool = False
 
     @property
     def revalidating(self) -> bool:
@@ -189,10 +193,21 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
             entry = Entry.from_json((yield _get(variant)))
             # An entry stored or revalidated while we waited is the answer of the fetch
             # we waited for, even one to revalidate on every use (no-cache).
-            if entry is not None and (entry.usable(time.time()) or (
+            now = time.time()
+            if entry is not None and (entry.usable(now) or (
                     waited and entry.stored_at >= started)):
                 return Lookup(entry, waited, None, None, "")
             stale = entry
+            if entry is not None and entry.stale_within("stale-while-revalidate", now):
+                # Served at once; one request (the lock's holder) revalidates it after
+                # its response, the others only serve it.
+                detail = "hit; detail=stale-while-revalidate"
+                if request.method != "GET":
+                    return Lookup(entry, False, None, None, detail)
+                lock_name = variant + ":lock"
+                token = yield _lock(lock_name, policy.lock_timeout)
+                return Lookup(entry, False, lock_name if token else None, token, detail,
+                              entry, token is not None)
         status = ("fwd=stale" if stale is not None else "fwd=uri-miss" if variant is None
                   else "fwd=vary-miss" if record else "fwd=miss")
         if request.method != "GET":
@@ -278,8 +293,22 @@ def refresh(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
 
 def _keep(policy: CachePolicy, entry: Entry) -> int:
     """Seconds an entry stays in the store after it goes stale: for revalidation, when
-    it has a validator to ask the app about."""
-    return policy.keep_stale if entry.validators() else 0
+    it has a validator to ask the app about, and for as long as the response lets it be
+    served stale (RFC 5861)."""
+    return max(policy.keep_stale if entry.validators() else 0,
+               entry.stale_for("stale-while-revalidate"), entry.stale_for("stale-if-error"))
+
+
+def stale_if_error(found: Lookup, now: float) -> Entry | None:
+    """The stale entry to serve if the app fails (5xx, or raises), if it may be."""
+    stale = found.stale
+    if stale is not None and stale.stale_within("stale-if-error", now):
+        return stale
+    return None
+
+
+#: The statuses that count as the app failing, for stale-if-error (RFC 5861 §4).
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 
 def _store(policy: CachePolicy, request: CacheRequest, primary: str,

@@ -454,6 +454,18 @@ class Entry(NamedTuple):
         return not any(d in self.directives() for d in (
             "no-cache", "must-revalidate", "proxy-revalidate", "s-maxage"))
 
+    def stale_for(self, directive: str) -> int:
+        """Seconds past its freshness it may be served under *directive*
+        (``stale-while-revalidate`` or ``stale-if-error``, RFC 5861); 0 when it may not."""
+        if not self.may_serve_stale():
+            return 0
+        return _seconds(self.directives().get(directive)) or 0
+
+    def stale_within(self, directive: str, now: float) -> bool:
+        """Is it stale, but by no more than *directive* allows?"""
+        staleness = self.resident(now) - self.ttl
+        return 0 <= staleness <= self.stale_for(directive) and self.stale_for(directive) > 0
+
     def header(self, name: str) -> str | None:
         return next((v for n, v in self.headers if n.lower() == name), None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -15,6 +16,16 @@ from ._middleware import CacheMiddlewareBase
 from ._redis_store import RedisCache
 
 __all__ = ["WSGIResponseCacheMiddleware"]
+
+#: The cache's logger: the app's failures that a stale entry answered, and failed
+#: background revalidations.
+logger = logging.getLogger("ratelimit_mw.cache")
+
+
+def _discard(status: str, headers: list[tuple[str, str]],
+             exc_info: OptExcInfo | None = None, /) -> WriteCallable:
+    """The start_response of a background revalidation: its client was answered already."""
+    return lambda data: None
 
 
 class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | MemoryCache]):
@@ -54,9 +65,35 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
             tagged = _Recorder(start_response, f"fwd=bypass; detail={reason or 'host'}")
             return self.app(environ, tagged)
         found = run(flows.lookup(self.policy, request, primary, self._connected), self.cache)
-        if found.entry is not None:
-            return _serve(start_response, found.entry.hit(request, time.time(),
-                                                          collapsed=found.collapsed))
+        if found.entry is None:
+            return self._fetch(environ, start_response, rule, request, primary, found)
+        served = _serve(start_response, found.entry.hit(
+            request, time.time(), collapsed=found.collapsed, status=found.status or None))
+        if not found.background:
+            return served
+
+        def revalidate() -> None:
+            # The server has sent the answer: this request revalidates the stale entry
+            # now, for the next ones (stale-while-revalidate).
+            try:
+                result = self._fetch(dict(environ), _discard, rule, request, primary, found)
+                try:
+                    for _ in result:
+                        pass
+                finally:
+                    _close(result)
+            except Exception:
+                logger.exception("response cache: the app failed to revalidate %s",
+                                 request.path)
+
+        return _Capture(served, 0, lambda _capture: revalidate())
+
+    def _fetch(self, environ: Environ, start_response: StartResponse,
+               rule: flows.CacheRule | None, request: CacheRequest, primary: str,
+               found: flows.Lookup) -> Iterable[bytes]:
+        """Call the app for a miss or a stale entry (revalidating it when it can); what
+        may be stored is stored, and the lock *found* holds released, once the server has
+        the whole body (or at once when the cache answers)."""
         stale = found.stale if found.revalidating else None
         if stale is not None:
             # Ask the app whether the stale entry still holds; its 304 is ours, not the
@@ -65,7 +102,9 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
                        if key not in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")}
             for name, value in stale.validators():
                 environ["HTTP_" + name.upper().replace("-", "_")] = value
-        recorder = _Recorder(start_response, found.status, hold_304=stale is not None)
+        fallback = None if found.background else flows.stale_if_error(found, time.time())
+        recorder = _Recorder(start_response, found.status, hold_304=stale is not None,
+                             hold_errors=fallback is not None)
         request_time = time.time()
 
         def after(capture: _Capture) -> None:
@@ -78,18 +117,35 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
                 run(flows.release(found), self.cache)
 
         try:
-            result = self.app(environ, recorder)
-            if stale is not None:
-                result = _started(result, recorder)
-                if recorder.held:
-                    _close(result)
-                    entry, stored = run(flows.refresh(
-                        self.policy, rule, request, primary, stale, recorder.headers,
-                        request_time), self.cache)
-                    run(flows.release(found), self.cache)
-                    return _serve(start_response, entry.hit(
-                        request, time.time(),
-                        status="fwd=stale; fwd-status=304" + ("; stored" if stored else "")))
+            try:
+                result = self.app(environ, recorder)
+                if recorder.may_hold:
+                    result = _started(result, recorder)
+            except Exception:
+                if fallback is None or recorder.started:
+                    raise
+                # The app is down, the cache still answers (stale-if-error); the error is
+                # logged as the server would have.
+                logger.exception("response cache: the app failed; serving %s stale",
+                                 request.path)
+                run(flows.release(found), self.cache)
+                return _serve(start_response, fallback.hit(
+                    request, time.time(), status="fwd=stale; detail=stale-if-error"))
+            if recorder.held and recorder.status == 304 and stale is not None:
+                _close(result)
+                entry, stored = run(flows.refresh(
+                    self.policy, rule, request, primary, stale, recorder.headers,
+                    request_time), self.cache)
+                run(flows.release(found), self.cache)
+                return _serve(start_response, entry.hit(
+                    request, time.time(),
+                    status="fwd=stale; fwd-status=304" + ("; stored" if stored else "")))
+            if recorder.held and fallback is not None:
+                _close(result)
+                run(flows.release(found), self.cache)
+                return _serve(start_response, fallback.hit(
+                    request, time.time(),
+                    status=f"fwd=stale; fwd-status={recorder.status}; detail=stale-if-error"))
         except BaseException:
             run(flows.release(found), self.cache)
             raise
@@ -158,21 +214,24 @@ class _Resumed:
 
 
 class _Recorder:
-    """``start_response`` that notes status and headers (and adds ``Cache-Status``). With
-    *hold_304*, a 304 is not passed on (``held``): the answer to the cache's own
-    conditional request."""
+    """``start_response`` that notes status and headers (and adds ``Cache-Status``). Not
+    passed on (``held``): with *hold_304*, a 304 (the answer to the cache's own
+    conditional request); with *hold_errors*, a 500, 502, 503 or 504 (a stale entry is
+    served instead)."""
 
-    __slots__ = ("_hold_304", "_start_response", "_tag", "headers", "held", "status",
-                 "wrote")
+    __slots__ = ("_hold_304", "_hold_errors", "_start_response", "_tag", "headers", "held",
+                 "started", "status", "wrote")
 
     def __init__(self, start_response: StartResponse, tag: str, *,
-                 hold_304: bool = False) -> None:
+                 hold_304: bool = False, hold_errors: bool = False) -> None:
         self._start_response = start_response
         self._tag = tag
         self._hold_304 = hold_304
+        self._hold_errors = hold_errors
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.held = False
+        self.started = False  # passed on to the server: the app's answer is the one
         #: The app used the legacy write() callable: bytes we never saw went out, so the
         #: copy is incomplete and is never stored.
         self.wrote = False
@@ -181,9 +240,12 @@ class _Recorder:
                  exc_info: OptExcInfo | None = None, /) -> WriteCallable:
         self.status = int(status.split(" ", 1)[0])
         self.headers = list(headers)
-        if self._hold_304 and self.status == 304:
+        if (self._hold_304 and self.status == 304) or (
+                self._hold_errors and self.status in flows.ERROR_STATUSES):
             self.held = True
-            return lambda data: None  # a 304 has no body to write
+            return lambda data: None  # its body is not sent
+        self.held = False  # start_response again, with exc_info: this one goes out
+        self.started = True
         headers = [*headers, ("Cache-Status",
                               f"ratelimit-mw; {self._tag}; fwd-status={self.status}")]
         if exc_info is None:
@@ -196,6 +258,10 @@ class _Recorder:
             return write(data)
 
         return tracked_write
+
+    @property
+    def may_hold(self) -> bool:
+        return self._hold_304 or self._hold_errors
 
 
 class _Capture:
