@@ -183,3 +183,47 @@ async def test_keep_stale_zero_turns_revalidation_off(interface: Interface,
         bodies = [(await c.get("/r")).content for _ in range(2)]
     assert bodies == [b"body #1", b"body #2"]
     assert conditions == [{}, {}]
+
+
+# --- HEAD (RFC 9111 §4.3.5) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("head_etag", "freshened"), [(V1, True), ('"v2"', False),
+                                                      (f"W/{V1}", False)])
+async def test_a_head_answer_freshens_the_stored_get(interface: Interface, cache: AnyCache,
+                                                     head_etag: str, freshened: bool) -> None:
+    """A HEAD that reaches the app (the GET entry is stale) updates the stored GET's
+    headers when its strong ETag is the entry's; the GET is then served without the app."""
+    def respond(seen: Seen, n: int) -> Reply:
+        if seen.method == "HEAD":
+            return Reply(b"", headers={"Cache-Control": "max-age=60", "ETag": head_etag,
+                                       "X-Checked": str(n)})
+        return Reply(f"body #{n}", headers={"Cache-Control": "max-age=0", "ETag": V1,
+                                            "X-Checked": str(n)})
+
+    upstream, app = interface.cached(cache, respond)
+    async with interface.client(app) as c:
+        await c.get("/r")
+        head = await c.head("/r")
+        get = await c.get("/r")
+    assert head.headers["x-checked"] == "2"
+    if freshened:
+        assert is_hit(get)
+        assert (get.content, get.headers["x-checked"]) == (b"body #1", "2")
+        assert upstream.calls == 2
+    else:
+        assert not is_hit(get)
+        assert upstream.calls == 3
+
+
+async def test_a_head_is_answered_from_a_fresh_get(interface: Interface,
+                                                   cache: AnyCache) -> None:
+    respond, _ = validated("max-age=60")
+    upstream, app = interface.cached(cache, respond)
+    async with interface.client(app) as c:
+        get = await c.get("/r")
+        head = await c.head("/r")
+    assert upstream.calls == 1
+    assert is_hit(head)
+    assert head.content == b""
+    assert head.headers["etag"] == get.headers["etag"]

@@ -147,7 +147,8 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
                     status=f"fwd=stale; fwd-status={recorder.status}; detail=stale-if-error"))
             elif recorder.complete and recorder.status is not None:
                 await arun(flows.save(self.policy, rule, request, primary, recorder.status,
-                                      recorder.headers, bytes(recorder.body), request_time),
+                                      recorder.headers, bytes(recorder.body), request_time,
+                                      found.stale),
                            self.cache)
         finally:
             await arun(flows.release(found), self.cache)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from .._flow import Flow, Op, Sleep
@@ -263,9 +263,17 @@ def _vary_record(record: Any) -> tuple[str, ...] | None:
 
 def save(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest, primary: str,
          status: int, headers: Sequence[tuple[str, str]], body: bytes,
-         request_time: float | None = None) -> Flow[bool]:
+         request_time: float | None = None, stale: Entry | None = None) -> Flow[bool]:
     """Store the response to *request* if a shared cache may, for as long as it may;
-    stored? *request_time*: when the request went to the app (for its age)."""
+    stored? *request_time*: when the request went to the app (for its age). The answer
+    to a HEAD is never stored, but it freshens the *stale* GET entry it matches."""
+    if request.verb == "HEAD":
+        if stale is None or not _head_matches(stale, status, headers):
+            return False
+        get = replace(request, method="GET")
+        _, stored = yield from refresh(policy, rule, get, primary, stale, headers,
+                                       time.time() if request_time is None else request_time)
+        return stored
     verdict = _verdict(policy, rule, request, status, headers, request_time)
     if verdict.reason:
         return False
@@ -289,6 +297,25 @@ def refresh(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
         yield lambda cache: cache.delete(request.variant_key(primary, vary))
         return entry, False
     return entry, (yield from _store(policy, request, primary, entry))
+
+
+def _head_matches(entry: Entry, status: int, headers: Sequence[tuple[str, str]]) -> bool:
+    """Does the answer to a HEAD describe the stored GET *entry* (RFC 9111 §4.3.5): the
+    same strong ETag, else the same Last-Modified, else (neither has a validator) the
+    same Content-Length?"""
+    if status != 200 or entry.status != 200:
+        return False
+    found = header_dict(headers)
+    etag = found.get("etag")
+    if etag is not None:
+        return not entry.own_etag and not etag.startswith("W/") and etag == entry.etag
+    modified = found.get("last-modified")
+    if modified is not None:
+        return modified == entry.header("last-modified")
+    if entry.validators():
+        return False
+    length = found.get("content-length")
+    return length is None or length == entry.header("content-length")
 
 
 def _keep(policy: CachePolicy, entry: Entry) -> int:

@@ -111,7 +111,8 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
             try:
                 if capture.complete and recorder.status is not None and not recorder.wrote:
                     run(flows.save(self.policy, rule, request, primary, recorder.status,
-                                   recorder.headers, bytes(capture.body), request_time),
+                                   recorder.headers, bytes(capture.body), request_time,
+                                   found.stale),
                         self.cache)
             finally:
                 run(flows.release(found), self.cache)
