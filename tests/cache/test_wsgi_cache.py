@@ -273,3 +273,34 @@ def test_twenty_threads_on_a_stale_while_revalidate_entry_make_one_call(
     assert {r.content for r in responses} == {b"#1"}
     assert {status_of(r).get("detail") for r in responses} == {"stale-while-revalidate"}
     assert after.content == b"#2"
+
+
+def test_a_percent_encoded_location_is_dropped_as_pep_3333_keys_it(sync_cache: SyncCache,
+                                                                   ) -> None:
+    """PEP 3333 servers put the path in PATH_INFO decoded, as latin-1 (httpx's
+    WSGITransport decodes UTF-8, so the environ is built by hand here)."""
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        calls.append(environ["REQUEST_METHOD"])
+        if environ["REQUEST_METHOD"] == "POST":
+            start_response("201 Created", [("Location", "/caf%C3%A9")])
+            return [b""]
+        start_response("200 OK", [("Cache-Control", "max-age=60")])
+        return [f"#{len(calls)}".encode()]
+
+    middleware = WSGIResponseCacheMiddleware(app, cache=sync_cache)
+
+    def call(method: str, path: str) -> bytes:
+        env: Environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "HTTP_HOST": "example.com"}
+        setup_testing_defaults(env)
+        result = middleware(env, lambda status, headers, exc_info=None: lambda data: None)
+        try:
+            return b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+
+    cafe = "caf\u00e9".encode().decode("latin-1")
+    assert call("GET", "/" + cafe) == call("GET", "/" + cafe) == b"#1"
+    call("POST", "/items/1")
+    assert call("GET", "/" + cafe) == b"#3"

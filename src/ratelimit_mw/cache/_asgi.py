@@ -81,7 +81,7 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
         primary = self.policy.primary_key(request)
         reason = flows.bypass_reason(self.policy, rule, request)
         if reason == "method":
-            await self._unsafe(scope, receive, send, request.verb, primary)
+            await self._unsafe(scope, receive, send, request, primary)
             return
         if reason is not None or primary is None:
             await self.app(scope, receive, _Tagged(send, f"fwd=bypass; detail={reason or 'host'}"))
@@ -153,15 +153,15 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
         finally:
             await arun(flows.release(found), self.cache)
 
-    async def _unsafe(self, scope: Scope, receive: Receive, send: Send, method: str,
-                      primary: str | None) -> None:
-        async def invalidate(status: int | None) -> None:
-            await arun(flows.after_unsafe(method, status, primary), self.cache)
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send,
+                      request: CacheRequest, primary: str | None) -> None:
+        async def invalidate(status: int | None, headers: list[tuple[str, str]]) -> None:
+            await arun(flows.after_unsafe(request, status, headers, primary), self.cache)
 
         recorder = _Invalidating(send, invalidate)
         await self.app(scope, receive, recorder)
         if not recorder.invalidated:  # the app never sent its last byte
-            await invalidate(recorder.status)
+            await invalidate(recorder.status, recorder.headers)
 
     async def invalidate(self, host: str, path: str, scheme: str = "http") -> int:
         """Drop every entry stored for *path* on *host* (all queries and variants)."""
@@ -277,22 +277,26 @@ class _Invalidating(_Tagged):
     message that completes the response goes out, so a client that sends a GET the moment
     it has the answer can never be served the entry from before the change."""
 
-    __slots__ = ("_invalidate", "invalidated", "status")
+    __slots__ = ("_invalidate", "headers", "invalidated", "status")
 
-    def __init__(self, send: Send, invalidate: Callable[[int | None], Awaitable[None]],
+    def __init__(self, send: Send,
+                 invalidate: Callable[[int | None, list[tuple[str, str]]], Awaitable[None]],
                  ) -> None:
         super().__init__(send, "fwd=method")
         self._invalidate = invalidate
         self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
         self.invalidated = False
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
+            self.headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                            for k, v in message.get("headers", ())]
         elif not self.invalidated and (
                 (kind == "http.response.body" and not message.get("more_body", False))
                 or kind == "http.response.pathsend"):
             self.invalidated = True
-            await self._invalidate(self.status)
+            await self._invalidate(self.status, self.headers)
         await super().__call__(message)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
+from urllib.parse import urljoin, urlsplit
 
 from .._flow import Flow, Op, Sleep
 from .._request import normalize_path
@@ -26,6 +27,7 @@ from ._http import (
     Entry,
     Storability,
     cache_control,
+    normalize_host,
     storable,
     vary_names,
 )
@@ -381,10 +383,42 @@ def invalidates(method: str, status: int | None) -> bool:
     return method not in _NEVER_INVALIDATE and status is not None and 200 <= status < 400
 
 
-def after_unsafe(method: str, status: int | None, primary: str | None) -> Flow[None]:
-    """After a request with an unsafe *method*: drop its URI's entries if it succeeded."""
-    if primary is not None and invalidates(method, status):
-        yield from invalidate(primary)
+def after_unsafe(request: CacheRequest, status: int | None,
+                 headers: Sequence[tuple[str, str]], primary: str | None,
+                 path_of: Callable[[str], str] = lambda path: path) -> Flow[None]:
+    """After a request with an unsafe method: if it succeeded, drop the entries of its
+    URI, and of the same-origin URIs its ``Location`` and ``Content-Location`` name (RFC
+    9111 §4.4). *path_of* turns a URL's path into the path keys hold (WSGI keys hold it
+    decoded)."""
+    if primary is None or not invalidates(request.verb, status):
+        return
+    yield from invalidate(primary)
+    done = {_uri(primary)}
+    for path in _same_origin_paths(request, headers):
+        other = _primary(request.host or "", path_of(path), request.scheme)
+        if other is not None and _uri(other) not in done:
+            done.add(_uri(other))
+            yield from invalidate(other)
+
+
+def _same_origin_paths(request: CacheRequest, headers: Sequence[tuple[str, str]],
+                       ) -> list[str]:
+    """The paths of the ``Location`` and ``Content-Location`` URLs of a response that
+    have the request's scheme and host (a URL of another origin is never ours to drop)."""
+    host = normalize_host(request.host, request.scheme)
+    base = f"{request.scheme}://{request.host}{request.path}"
+    paths = []
+    for name, value in headers:
+        if name.lower() not in ("location", "content-location"):
+            continue
+        try:
+            url = urlsplit(urljoin(base, value.strip()))
+        except ValueError:  # not a URL: nothing to drop
+            continue
+        if url.scheme == request.scheme and host is not None and normalize_host(
+                url.netloc, url.scheme) == host:
+            paths.append(url.path or "/")
+    return paths
 
 
 def invalidate(primary: str) -> Flow[int]:

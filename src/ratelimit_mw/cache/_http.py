@@ -24,6 +24,7 @@ __all__ = [
     "Entry",
     "Storability",
     "cache_control",
+    "normalize_host",
     "normalize_query",
     "storable",
 ]

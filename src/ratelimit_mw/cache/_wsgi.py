@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
 
 from .._flow import run
 from .._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
@@ -56,7 +57,8 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
             result = self.app(environ, recorder)
 
             def after_unsafe(_capture: _Capture) -> None:
-                run(flows.after_unsafe(request.verb, recorder.status, primary), self.cache)
+                run(flows.after_unsafe(request, recorder.status, recorder.headers, primary,
+                                       _environ_path), self.cache)
 
             # Before the last chunk is released: once the client has the whole answer it
             # may send its GET, which must not find the entry from before the change.
@@ -159,6 +161,11 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
     def invalidate_prefix(self, host: str, path_prefix: str, scheme: str = "http") -> int:
         """Drop every entry whose path starts with *path_prefix* (SCAN, never KEYS)."""
         return run(flows.invalidate_prefix(host, path_prefix, scheme), self.cache)
+
+
+def _environ_path(path: str) -> str:
+    """A URL's path as PEP 3333 puts it in the environ: percent-decoded, as latin-1."""
+    return unquote_to_bytes(path).decode("latin-1")
 
 
 def _request(environ: Environ) -> CacheRequest:
