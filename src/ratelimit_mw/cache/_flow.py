@@ -114,6 +114,7 @@ class CachePolicy:
     poll_interval: float = 0.02
     extra_key_headers: tuple[str, ...] = ()
     keep_stale: int = 300
+    targeted_field: str | None = None
     #: Every request header whose value is part of the key: `KEYED_HEADERS`, then the
     #: extra ones, lower-cased.
     key_headers: tuple[str, ...] = field(default=KEYED_HEADERS, init=False)
@@ -123,19 +124,26 @@ class CachePolicy:
     def build(cls, rules: Iterable[CacheRule], default_ttl: int,
               allowed_hosts: Iterable[str] | None, max_body_size: int,
               lock_wait: float, extra_key_headers: Iterable[str],
-              keep_stale: int = 300) -> CachePolicy:
+              keep_stale: int = 300, targeted_field: str | None = None) -> CachePolicy:
         """The policy from the middlewares' options (host names compared lower-cased)."""
         hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         if isinstance(extra_key_headers, str):  # one name would be keyed letter by letter
             raise ConfigurationError(f"extra_key_headers={extra_key_headers!r}: a list of "
                                      "header names")
         return cls(tuple(rules), default_ttl, hosts, max_body_size, lock_wait=lock_wait,
-                   extra_key_headers=tuple(extra_key_headers), keep_stale=keep_stale)
+                   extra_key_headers=tuple(extra_key_headers), keep_stale=keep_stale,
+                   targeted_field=targeted_field)
 
     def __post_init__(self) -> None:
         if isinstance(self.default_ttl, bool) or not isinstance(self.default_ttl, int) or (
                 self.default_ttl < 0):
             raise ConfigurationError(f"default_ttl={self.default_ttl!r}: whole seconds >= 0")
+        if self.targeted_field is not None:
+            if not isinstance(self.targeted_field, str) or not TOKEN.fullmatch(
+                    self.targeted_field) or self.targeted_field.lower() == "cache-control":
+                raise ConfigurationError(f"targeted_field={self.targeted_field!r}: a header "
+                                         "name such as 'CDN-Cache-Control'")
+            object.__setattr__(self, "targeted_field", self.targeted_field.lower())
         if isinstance(self.keep_stale, bool) or not isinstance(self.keep_stale, int) or (
                 self.keep_stale < 0):
             raise ConfigurationError(f"keep_stale={self.keep_stale!r}: whole seconds >= 0")
@@ -279,7 +287,8 @@ def save(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest, pri
     verdict = _verdict(policy, rule, request, status, headers, request_time)
     if verdict.reason:
         return False
-    entry = Entry.build(status, headers, body, verdict.ttl, age0=verdict.age)
+    entry = Entry.build(status, headers, body, verdict.ttl, age0=verdict.age,
+                        targeted=verdict.targeted)
     return (yield from _store(policy, request, primary, entry))
 
 
@@ -293,7 +302,7 @@ def refresh(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
     merged = stale.refreshed(headers, 0, now)
     verdict = _verdict(policy, rule, request, stale.status, merged.headers, request_time,
                        age_from=headers)
-    entry = merged._replace(ttl=verdict.ttl, age0=verdict.age)
+    entry = merged._replace(ttl=verdict.ttl, age0=verdict.age, targeted=verdict.targeted)
     if verdict.reason:
         vary = vary_names(entry.headers) or ()
         yield lambda cache: cache.delete(request.variant_key(primary, vary))
@@ -472,7 +481,8 @@ def _verdict(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
     allow_authorized = rule.allow_authorized if rule is not None else False
     return storable(request, status, headers, default_ttl=default,
                     allow_authorized=allow_authorized, request_time=request_time,
-                    revalidate=policy.keep_stale > 0, age_from=age_from)
+                    revalidate=policy.keep_stale > 0, age_from=age_from,
+                    targeted=policy.targeted_field)
 
 
 def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,

@@ -26,6 +26,8 @@ __all__ = [
     "cache_control",
     "normalize_host",
     "normalize_query",
+    "response_directives",
+    "sf_directives",
     "storable",
 ]
 
@@ -77,6 +79,79 @@ def cache_control(value: str | None) -> dict[str, str | None]:
             arg = arg[1:-1]
         directives.setdefault(name, arg if sep else None)
     return directives
+
+
+_SF_KEY = re.compile(r"[a-z*][a-z0-9_.*-]*")
+_SF_BARE = re.compile(r"-?\d{1,15}(?:\.\d{1,3})?|[A-Za-z*][!#$%&'*+.^_`|~0-9A-Za-z:/-]*")
+_SF_PARAMS = re.compile(
+    r"""(?:;\s*[a-z*][a-z0-9_.*-]*(?:=(?:"(?:[^"\\]|\\["\\])*"|\?[01]|"""
+    r"""[-\w.*:/]+))?)*""")
+
+
+def sf_directives(value: str) -> dict[str, str | None] | None:
+    """A targeted field (RFC 9213) as cache directives: a Structured Fields Dictionary
+    (RFC 8941), each member a directive; ``None`` when it is empty or does not parse,
+    and is then ignored. ``?0`` (false) drops a directive, ``?1`` is one without a value;
+    parameters are ignored.
+
+    >>> sf_directives('max-age=600, must-revalidate, no-cache="set-cookie"')
+    {'max-age': '600', 'must-revalidate': None, 'no-cache': 'set-cookie'}
+    """
+    text = value.strip(" \t")
+    directives: dict[str, str | None] = {}
+    while text:
+        key = _SF_KEY.match(text)
+        if key is None:
+            return None
+        text = text[key.end():]
+        found: str | None = None
+        keep = True
+        if text.startswith("="):
+            text = text[1:]
+            if text.startswith('"'):
+                string = re.match(r'"((?:[^"\\]|\\["\\])*)"', text)
+                if string is None:
+                    return None
+                found = re.sub(r'\\(["\\])', r"\1", string.group(1))
+                text = text[string.end():]
+            elif text[:2] in ("?0", "?1"):
+                keep = text[:2] == "?1"
+                text = text[2:]
+            else:
+                bare = _SF_BARE.match(text)
+                if bare is None:
+                    return None
+                found = bare.group()
+                text = text[bare.end():]
+        params = _SF_PARAMS.match(text)  # matches, if only the empty string
+        text = text[params.end():] if params else text
+        if keep:
+            directives[key.group()] = found
+        else:
+            directives.pop(key.group(), None)
+        text = text.lstrip(" \t")
+        if not text:
+            break
+        if not text.startswith(","):
+            return None
+        text = text[1:].lstrip(" \t")
+        if not text:
+            return None  # a trailing comma
+    return directives or None
+
+
+def response_directives(headers: Iterable[tuple[str, str]], targeted: str | None = None,
+                        ) -> tuple[dict[str, str | None], str]:
+    """The cache directives of a response, and the targeted field they come from (``""``:
+    ``Cache-Control``). A valid, non-empty *targeted* field (RFC 9213, a lower-case name)
+    replaces ``Cache-Control`` and ``Expires`` for this cache."""
+    pairs = [(name.lower(), value) for name, value in headers]
+    if targeted:
+        values = [v for n, v in pairs if n == targeted]
+        parsed = sf_directives(", ".join(values)) if values else None
+        if parsed is not None:
+            return parsed, targeted
+    return cache_control(", ".join(v for n, v in pairs if n == "cache-control")), ""
 
 
 def _seconds(value: str | None) -> int | None:
@@ -268,6 +343,7 @@ class Storability(NamedTuple):
     ttl: int           # seconds it stays fresh once stored; 0: stale at once
     reason: str        # why not, for Cache-Status detail and logs; "": store it
     age: int = 0       # its corrected initial age (RFC 9111 §4.2.3)
+    targeted: str = ""  # the targeted field its directives came from; "": Cache-Control
 
 
 def has_validator(headers: Iterable[tuple[str, str]]) -> bool:
@@ -278,13 +354,16 @@ def has_validator(headers: Iterable[tuple[str, str]]) -> bool:
 def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, str]],
              *, default_ttl: int, allow_authorized: bool, request_time: float | None = None,
              now: float | None = None, revalidate: bool = False,
-             age_from: Sequence[tuple[str, str]] | None = None) -> Storability:
+             age_from: Sequence[tuple[str, str]] | None = None,
+             targeted: str | None = None) -> Storability:
     """May a shared cache store this response, and for how long fresh (RFC 9111 §3).
 
     With *revalidate* (the cache keeps stale entries for revalidation) a response that
     is stale at once (``no-cache``, ``max-age=0``, an old ``Age``) is stored, ttl 0, when
     it has a validator: each use asks the app with a conditional request. *age_from*:
     the headers the age is read from (a 304's, for a refreshed entry), if not *headers*.
+    *targeted*: the targeted field (RFC 9213) that, when valid, replaces
+    ``Cache-Control`` and ``Expires``.
     """
     now = time.time() if now is None else now
     if request.method != "GET":
@@ -294,7 +373,7 @@ def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, st
     if status not in CACHEABLE_STATUSES:
         return Storability(0, "status")
     lowered = [(name.lower(), value) for name, value in headers]
-    response_cc = cache_control(", ".join(v for n, v in lowered if n == "cache-control"))
+    response_cc, used = response_directives(lowered, targeted)
     request_cc = cache_control(request.header("cache-control"))
     if "no-store" in response_cc or "no-store" in request_cc:
         return Storability(0, "no-store")
@@ -314,7 +393,7 @@ def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, st
     ttl = shared_max_age
     if ttl is None:
         ttl = _seconds(response_cc.get("max-age"))
-    if ttl is None:
+    if ttl is None and not used:
         # Expires is explicit freshness too (RFC 9111 §4.2.1), so it beats the rule's
         # ttl (a heuristic): an Expires in the past is never stored.
         expires = next((v for n, v in lowered if n == "expires"), None)
@@ -331,8 +410,8 @@ def storable(request: CacheRequest, status: int, headers: Sequence[tuple[str, st
         ttl = 0  # stored for its validator: stale at once
     remaining = max(0, ttl - age)
     if remaining <= 0 and not validator:
-        return Storability(0, "stale", age)
-    return Storability(remaining, "", age)
+        return Storability(0, "stale", age, used)
+    return Storability(remaining, "", age, used)
 
 
 def etag_for(body: bytes) -> str:
@@ -367,10 +446,12 @@ class Entry(NamedTuple):
     etag: str
     age0: int = 0
     own_etag: bool = True
+    targeted: str = ""  # the targeted field its directives come from; "": Cache-Control
 
     @classmethod
     def build(cls, status: int, headers: Sequence[tuple[str, str]], body: bytes,
-              ttl: int, now: float | None = None, age0: int = 0) -> Entry:
+              ttl: int, now: float | None = None, age0: int = 0, targeted: str = "",
+              ) -> Entry:
         now = time.time() if now is None else now
         # The fields a Connection header lists are hop-by-hop too (RFC 9110 §7.6.1):
         # never stored, so never replayed to other clients.
@@ -389,13 +470,13 @@ class Entry(NamedTuple):
             # §6.6.1); a hit replays that moment, not the moment it is served.
             kept = (*((n, v) for n, v in kept if n.lower() != "date"),
                     ("date", formatdate(now, usegmt=True)))
-        return cls(status, kept, body, now, ttl, etag, age0, own)
+        return cls(status, kept, body, now, ttl, etag, age0, own, targeted)
 
     def to_json(self) -> dict[str, Any]:
         return {"v": 1, "status": self.status, "headers": [list(h) for h in self.headers],
                 "body": base64.b64encode(self.body).decode("ascii"),
                 "stored_at": self.stored_at, "ttl": self.ttl, "etag": self.etag,
-                "age0": self.age0, "own": self.own_etag}
+                "age0": self.age0, "own": self.own_etag, "tf": self.targeted}
 
     @classmethod
     def from_json(cls, data: Any) -> Entry | None:
@@ -409,7 +490,8 @@ class Entry(NamedTuple):
                         float(data["stored_at"]), int(data["ttl"]), str(data["etag"]),
                         # Absent from entries stored before revalidation: age 0, and an
                         # ETag the app may not know.
-                        int(data.get("age0", 0)), bool(data.get("own", True)))
+                        int(data.get("age0", 0)), bool(data.get("own", True)),
+                        str(data.get("tf", "")))
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
         # A damaged entry is a miss, never a 500: the WSGI hit cannot spell a status we
@@ -433,8 +515,8 @@ class Entry(NamedTuple):
         return self.resident(now) < self.ttl
 
     def directives(self) -> dict[str, str | None]:
-        return cache_control(", ".join(v for n, v in self.headers
-                                       if n.lower() == "cache-control"))
+        """Its cache directives: from its targeted field if one was in effect."""
+        return response_directives(self.headers, self.targeted or None)[0]
 
     def usable(self, now: float) -> bool:
         """May it be served without asking the app: fresh, and not ``no-cache``."""

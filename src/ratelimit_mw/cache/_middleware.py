@@ -39,10 +39,12 @@ class CacheMiddlewareBase(Generic[AppT, StoreT]):
         lock_wait: float = 5.0,
         extra_key_headers: Iterable[str] = (),
         keep_stale: int = 300,
+        targeted_field: str | None = None,
     ) -> None:
         self.app = app
         self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
-                                        lock_wait, extra_key_headers, keep_stale)
+                                        lock_wait, extra_key_headers, keep_stale,
+                                        targeted_field)
         self.cache: StoreT = (cache if cache is not None
                               else self._default_cache(os.environ.get("REDIS_URL")))
 
