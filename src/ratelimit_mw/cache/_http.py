@@ -520,7 +520,13 @@ class Entry(NamedTuple):
 
     def usable(self, now: float) -> bool:
         """May it be served without asking the app: fresh, and not ``no-cache``."""
-        return self.fresh(now) and "no-cache" not in self.directives()
+        if not self.fresh(now):
+            return False
+        # Every hit asks this: parse the directives only when the text could hold one.
+        field = self.targeted or "cache-control"
+        if not any("no-cache" in v.lower() for n, v in self.headers if n.lower() == field):
+            return True
+        return "no-cache" not in self.directives()
 
     def validators(self) -> list[tuple[str, str]]:
         """The conditional request fields that ask the app whether this entry still holds
@@ -575,12 +581,15 @@ class Entry(NamedTuple):
         ``If-Modified-Since`` against ``Last-Modified`` (else ``Date``). Preconditions
         apply only where the response would be 2xx (RFC 9110 §13.2.1): ``If-None-Match:
         *`` on a cached 404 (or 301) gets that 404, never a 304."""
+        if_none_match = request.header("if-none-match")
+        since_field = request.header("if-modified-since")
+        if if_none_match is None and since_field is None:
+            return False
         if not 200 <= self.status < 300 or request.verb not in SAFE_METHODS:
             return False
-        if_none_match = request.header("if-none-match")
         if if_none_match is not None:
             return etag_matches(if_none_match, self.etag)
-        since = http_date(request.header("if-modified-since"))
+        since = http_date(since_field)
         if since is None:
             return False
         modified = http_date(self.header("last-modified") or self.header("date"))
