@@ -53,9 +53,14 @@ class ResponseCacheMiddleware(CacheMiddlewareBase[ASGIApp, AsyncRedisCache | Asy
     ``no-store``, ``Set-Cookie``, ``Vary: *``, 429 or 5xx; requests with
     ``Authorization``/``Cookie`` bypass it unless a rule opts in (then only ``public``
     responses are stored). HEAD is served from the GET entry; a successful POST, PUT,
-    PATCH or DELETE drops the URI's entries. Hits carry ``Age``, ``Cache-Status`` and an
-    ``ETag``, and answer a matching ``If-None-Match`` with 304. One request per variant
-    fetches a missing entry; the others wait for it (bounded). *app* is the ASGI app;
+    PATCH or DELETE drops the URI's entries (and those of the same-origin ``Location``
+    and ``Content-Location``) before its answer's last byte goes out. Hits carry ``Age``,
+    ``Cache-Status`` and an ``ETag``, and answer a matching ``If-None-Match`` or
+    ``If-Modified-Since`` with 304. A stale entry with a validator is revalidated with a
+    conditional request (kept *keep_stale* seconds for it); ``stale-while-revalidate``
+    and ``stale-if-error`` are honoured. One request per variant fetches or revalidates;
+    the others wait for it (bounded). *targeted_field* (e.g. ``"CDN-Cache-Control"``)
+    names a field obeyed instead of ``Cache-Control``. *app* is the ASGI app;
     *cache* an `AsyncRedisCache` or `AsyncMemoryCache`, ``None`` meaning an
     `AsyncRedisCache` on ``$REDIS_URL``, else an `AsyncMemoryCache`.
 

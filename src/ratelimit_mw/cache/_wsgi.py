@@ -38,10 +38,11 @@ class WSGIResponseCacheMiddleware(CacheMiddlewareBase[WSGIApp, RedisCache | Memo
             flask_app.wsgi_app, cache=RedisCache("redis://localhost:6379/0"),
             rules=[CacheRule("/articles/{id}", ttl=300)])
 
-    The same rules, keys and headers as the ASGI middleware. The app's iterable is passed
-    through as it streams (``close()`` kept); a copy up to *max_body_size* is stored once
-    the server has sent it all. *app* is the WSGI app; *cache* a `RedisCache` or
-    `MemoryCache`, ``None`` meaning a `RedisCache` on ``$REDIS_URL``, else a `MemoryCache`.
+    The same rules, keys, headers, revalidation and stale content as the ASGI middleware.
+    The app's iterable is passed through as it streams (``close()`` kept); a copy up to
+    *max_body_size* is stored once the server has sent it all. *app* is the WSGI app;
+    *cache* a `RedisCache` or `MemoryCache`, ``None`` meaning a `RedisCache` on
+    ``$REDIS_URL``, else a `MemoryCache`.
     """
 
     def _default_cache(self, url: str | None) -> RedisCache | MemoryCache:
