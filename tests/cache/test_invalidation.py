@@ -9,12 +9,14 @@ import pytest
 from ratelimit_mw.cache import AsyncRedisCache, RedisCache
 from tests.cache.harness import (
     ASGI,
+    V1,
     AnyCache,
     Interface,
     Reply,
     Seen,
     numbered,
     settle,
+    status_of,
     with_vary,
 )
 from tests.redis_topologies import HOST, PrivateCluster, redis_cluster
@@ -148,3 +150,35 @@ def _cluster_keys(cluster: PrivateCluster) -> list[str]:
         keys += [k.decode() if isinstance(k, bytes) else k
                  for k in cluster.execute("KEYS", "rlmw:cache:*", port=port)]
     return keys
+
+
+@pytest.mark.redis
+async def test_revalidation_and_stale_content_on_a_redis_cluster(
+        interface: Interface, redis_cluster: PrivateCluster) -> None:
+    """The rest of the cache on the same cluster: a 304 refresh, single-flight lock, and
+    the stale entry when the app fails."""
+    redis_cluster.flushall()
+    cache = _cluster_cache(interface, redis_cluster)
+
+    def respond(seen: Seen, n: int) -> Reply:
+        headers = {"Cache-Control": "max-age=0, stale-if-error=60", "ETag": V1,
+                   "X-Checked": str(n)}
+        if n == 3:
+            return Reply("down", status=503)
+        if seen.headers.get("if-none-match") == V1:
+            return Reply(b"", status=304, headers=headers)
+        return Reply(f"body #{n}", headers=headers)
+
+    try:
+        upstream, app = interface.cached(cache, respond)
+        async with interface.client(app) as c:
+            first = await c.get("/r")
+            refreshed = await c.get("/r")
+            failed = await c.get("/r")
+        assert [r.content for r in (first, refreshed, failed)] == [b"body #1"] * 3
+        assert refreshed.headers["x-checked"] == "2"
+        assert status_of(refreshed)["fwd-status"] == 304
+        assert status_of(failed)["detail"] == "stale-if-error"
+        assert upstream.calls == 3
+    finally:
+        await _close_cluster_cache(cache)
