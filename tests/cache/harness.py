@@ -83,6 +83,38 @@ def private(seen: Seen, n: int) -> Reply:
                  headers={"Cache-Control": "private, max-age=60"})
 
 
+#: The ETag and Last-Modified of `validated` apps.
+V1 = '"v1"'
+LAST_MODIFIED = "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
+def validated(cc: str, *, etag: str | None = V1, modified: str | None = None,
+              changed_at: int = 0) -> tuple[Respond, list[dict[str, str]]]:
+    """An app whose resource carries *etag* / *modified* and answers a matching
+    precondition with a 304 (with ``X-Checked: <call>``), until call *changed_at*, from
+    which it has a new body and ETag ``"v2"``. Also the preconditions each call saw."""
+    seen_conditions: list[dict[str, str]] = []
+
+    def respond(seen: Seen, n: int) -> Reply:
+        conditions = {k: seen.headers[k] for k in ("if-none-match", "if-modified-since")
+                      if k in seen.headers}
+        seen_conditions.append(conditions)
+        changed = bool(changed_at) and n >= changed_at
+        headers = {"Cache-Control": cc, "X-Checked": str(n)}
+        current = '"v2"' if changed else etag
+        if current is not None:
+            headers["ETag"] = current
+        if modified is not None:
+            headers["Last-Modified"] = modified
+        if (current is not None and conditions.get("if-none-match") == current) or (
+                not changed and modified is not None
+                and conditions.get("if-modified-since") == modified):
+            return Reply(b"", status=304, headers=headers)
+        return Reply(f"body #{n}", headers=headers)
+
+    return respond, seen_conditions
+
+
 class Upstream:
     """An app whose one endpoint (every path, every method) counts its calls, under a
     lock (threaded tests), waits *delay* seconds and answers what *respond* says."""

@@ -7,8 +7,19 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ratelimit_mw._types import Message, Scope
 from ratelimit_mw.cache import AsyncMemoryCache, AsyncRedisCache
-from tests.cache.harness import ASGI, numbered, private, status_of, with_vary
+from tests.cache.harness import (
+    ASGI,
+    V1,
+    Reply,
+    Seen,
+    numbered,
+    private,
+    status_of,
+    validated,
+    with_vary,
+)
 
 AsyncCache = AsyncRedisCache | AsyncMemoryCache
 
@@ -61,3 +72,62 @@ async def test_concurrent_private_responses_are_never_shared(async_cache: AsyncC
     assert upstream.calls == 30
     assert [r.content for r in responses] == [f"secret of {u}".encode() for u in users]
     assert elapsed < 2.0, f"waiters were served one after another: {elapsed:.2f}s"
+
+
+async def test_an_unsafe_request_invalidates_before_its_last_message_goes_out(
+        async_cache: AsyncCache) -> None:
+    """Read your own writes: the message that completes a POST's answer reaches the
+    server only once the URI's entries are gone."""
+    upstream, app = ASGI.cached(async_cache, numbered)
+    async with ASGI.client(app) as c:
+        await c.get("/r")
+        assert status_of(await c.get("/r")).get("hit") is True
+    stored_at: dict[str, bool] = {}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            async with ASGI.client(app) as c:
+                stored_at["last body"] = status_of(await c.get("/r")).get("hit") is True
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/r", "raw_path": b"/r",
+                    "query_string": b"", "scheme": "http", "root_path": "",
+                    "headers": [(b"host", b"testserver")], "http_version": "1.1"}
+    await app(scope, receive, send)
+    assert stored_at == {"last body": False}
+    assert upstream.calls == 3  # GET, POST, and the GET after the drop
+
+
+async def test_fifty_concurrent_revalidations_make_one_call(async_cache: AsyncCache) -> None:
+    """A no-cache entry (revalidated on every use): 50 requests at once, one conditional
+    request to the app; the others are served the refreshed entry."""
+    respond, conditions = validated("no-cache")
+    upstream, app = ASGI.cached(async_cache, respond, delay=0.1)
+    async with ASGI.client(app) as c:
+        await c.get("/hot")
+        responses = await asyncio.gather(*(c.get("/hot") for _ in range(50)))
+    assert upstream.calls == 2
+    assert conditions == [{}, {"if-none-match": V1}]
+    assert {r.content for r in responses} == {b"body #1"}
+    assert {r.headers["x-checked"] for r in responses} == {"2"}
+    assert sum(status_of(r).get("collapsed") is True for r in responses) == 49
+
+
+async def test_fifty_requests_on_a_stale_while_revalidate_entry_make_one_call(
+        async_cache: AsyncCache) -> None:
+    """All 50 get the stale entry at once; one of them revalidates it afterwards."""
+    def respond(seen: Seen, n: int) -> Reply:
+        return Reply(f"#{n}", headers={"Cache-Control": "max-age=1, stale-while-revalidate=60"})
+
+    upstream, app = ASGI.cached(async_cache, respond, delay=0.1)
+    async with ASGI.client(app) as c:
+        await c.get("/hot")
+        await asyncio.sleep(1.1)
+        responses = await asyncio.gather(*(c.get("/hot") for _ in range(50)))
+        after = await c.get("/hot")
+    assert upstream.calls == 2
+    assert {r.content for r in responses} == {b"#1"}
+    assert {status_of(r).get("detail") for r in responses} == {"stale-while-revalidate"}
+    assert after.content == b"#2"

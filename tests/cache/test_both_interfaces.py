@@ -219,7 +219,7 @@ async def test_rule_ttl_is_the_default_freshness(interface: Interface, cache: An
     assert ruled == [b"#1", b"#1"]
     assert unruled == [b"#2", b"#3"]  # no freshness, no default: not stored
     assert [r.content for r in exempt] == [b"#4", b"#5"]
-    assert status_of(exempt[0]) == {"fwd": "bypass", "detail": "exempt"}
+    assert status_of(exempt[0]) == {"fwd": "bypass", "detail": "exempt", "fwd-status": 200}
     assert upstream.calls == 5
 
 
@@ -243,7 +243,7 @@ async def test_request_no_cache_bypasses(interface: Interface, cache: AnyCache, 
         again = await c.get("/x")
     assert upstream.calls == 2
     assert bypassed.content == b"GET /x? #2"
-    assert status_of(bypassed) == {"fwd": "bypass", "detail": "request-no-cache"}
+    assert status_of(bypassed) == {"fwd": "bypass", "detail": "request-no-cache", "fwd-status": 200}
     assert again.content == first.content == b"GET /x? #1"
 
 
@@ -269,7 +269,7 @@ async def test_credentials_bypass_the_cache(interface: Interface, cache: AnyCach
         anon = [(await c.get("/me")).content for _ in range(2)]
         mine_again = await c.get("/me", headers=secret)
     assert [r.content for r in mine] == [b"hello alice-secret #1", b"hello alice-secret #2"]
-    assert status_of(mine[0]) == {"fwd": "bypass", "detail": "authorized"}
+    assert status_of(mine[0]) == {"fwd": "bypass", "detail": "authorized", "fwd-status": 200}
     assert anon == [b"hello anon #3", b"hello anon #3"]  # never alice's body
     assert mine_again.content == b"hello alice-secret #4"  # nor anon's body to alice
     assert upstream.calls == 4
@@ -374,7 +374,7 @@ async def test_an_invalid_host_bypasses(interface: Interface, cache: AnyCache,
     assert upstream.calls == 2
     assert [r.content for r in responses] == [
         f'<script src="//{host}/app.js"></script> #{n}'.encode() for n in (1, 2)]
-    assert status_of(responses[0]) == {"fwd": "bypass", "detail": "host"}
+    assert status_of(responses[0]) == {"fwd": "bypass", "detail": "host", "fwd-status": 200}
 
 
 async def test_allowed_hosts_restrict_the_cache(interface: Interface, cache: AnyCache) -> None:
@@ -620,14 +620,14 @@ async def test_age_and_cache_status(interface: Interface, cache: AnyCache) -> No
         bypass = await c.get("/x", headers={"Authorization": "x"})
         unsafe = await c.delete("/y")
     assert upstream.calls == 4
-    assert status_of(miss) == {"fwd": "uri-miss"}
-    assert status_of(vary_miss) == {"fwd": "vary-miss"}
+    assert status_of(miss) == {"fwd": "uri-miss", "fwd-status": 200}
+    assert status_of(vary_miss) == {"fwd": "vary-miss", "fwd-status": 200}
     assert status_of(hit) == {"hit": True, "ttl": 59}
     assert hit.headers["age"] == "1"
     assert hit.content == miss.content == b"/x? a #1"
     assert "age" not in miss.headers
-    assert status_of(bypass) == {"fwd": "bypass", "detail": "authorized"}
-    assert status_of(unsafe) == {"fwd": "method"}
+    assert status_of(bypass) == {"fwd": "bypass", "detail": "authorized", "fwd-status": 200}
+    assert status_of(unsafe) == {"fwd": "method", "fwd-status": 200}
 
 
 @pytest.mark.parametrize("fresh_by", ["max-age", "default_ttl"])
@@ -769,7 +769,7 @@ async def test_redis_outage_keeps_answering(interface: Interface, private_redis:
                 assert response.content == f"GET /x? #{upstream.calls}".encode()
             assert upstream.calls == 7
             assert max(timings) < 1.0, timings
-            assert status_of(response) == {"fwd": "miss", "detail": "cache-down"}
+            assert status_of(response) == {"fwd": "miss", "detail": "cache-down", "fwd-status": 200}
             down = [r for r in caplog.records if "failed" in r.getMessage()]
             assert len(down) == 1
             private_redis.start()

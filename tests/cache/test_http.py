@@ -22,6 +22,8 @@ from ratelimit_mw.cache._http import (
     cache_control,
     etag_for,
     etag_matches,
+    http_date,
+    initial_age,
     normalize_host,
     normalize_query,
     storable,
@@ -114,8 +116,6 @@ def test_freshness(header: str, ttl: int) -> None:
     ([("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")], 0),       # in the past
     ([("Expires", "0")], 0),                                    # invalid: already expired
     ([("Expires", "soon")], 0),
-    ([("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),
-      ("Expires", "Wed, 21 Oct 2015 07:30:00 GMT")], 120),    # Expires - Date
     ([("Date", "garbage"), ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")], 0),
     ([("Cache-Control", "max-age=60"), ("Expires", "0")], 60),  # max-age wins
     ([("Cache-Control", "public")], 30),                        # no Expires: the default
@@ -124,6 +124,19 @@ def test_expires_is_explicit_freshness(headers: list[tuple[str, str]], ttl: int)
     """The rule's ttl is a default for responses that state no freshness; Expires states
     one (RFC 9111 §4.2.1), so an Expires in the past is never stored."""
     assert ttl_of(req(), 200, headers, default_ttl=30)[0] == ttl
+
+
+def test_expires_minus_date_is_the_lifetime_less_the_apparent_age() -> None:
+    """Expires - Date is the freshness lifetime (RFC 9111 §4.2.1); the time since Date
+    is the response's apparent age (§4.2.3), taken off it."""
+    date = http_date("Wed, 21 Oct 2015 07:28:00 GMT")
+    assert date is not None
+    headers = [("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+               ("Expires", "Wed, 21 Oct 2015 07:30:00 GMT")]
+    for received, ttl in ((date, 120), (date + 30, 90), (date + 200, 0)):
+        verdict = storable(req(), 200, headers, default_ttl=0, allow_authorized=False,
+                           now=received)
+        assert (verdict.ttl, verdict.age) == (ttl, min(int(received - date), 200))
 
 
 def test_max_age_zero_is_not_stored() -> None:
@@ -381,11 +394,11 @@ def test_entry_strips_hop_by_hop_and_per_request_fields() -> None:
         ("Proxy-Authenticate", "Basic"), ("Proxy-Connection", "close"),
         ("RateLimit", '"d";r=1;t=2'), ("RateLimit-Policy", '"d";q=5;w=60'),
         ("X-RateLimit-Limit", "5"), ("X-RateLimit-Remaining", "1"),
-        ("X-RateLimit-Reset", "9"), ("Retry-After", "3"), ("Age", "4"), ("Date", "x"),
+        ("X-RateLimit-Reset", "9"), ("Retry-After", "3"), ("Age", "4"),
         ("Cache-Status", "up; hit"),
     ]
     entry = Entry.build(200, headers, b"body", 60)
-    assert [(n, v) for n, v in entry.headers if n != "etag"] == [
+    assert [(n, v) for n, v in entry.headers if n not in ("etag", "date")] == [
         ("Content-Type", "text/plain"), ("X-App", "1"), ("X-App", "2")]
     assert ("etag", etag_for(b"body")) in entry.headers
 
@@ -398,7 +411,7 @@ def test_entry_strips_every_ratelimit_field_and_connection_options() -> None:
                ("x-ratelimit-reset-after", "3"), ("Connection", "X-Hop, close"),
                ("X-Hop", "secret"), ("X-Kept", "1")]
     entry = Entry.build(200, headers, b"", 60)
-    assert [n for n, _ in entry.headers] == ["X-Kept", "etag"]
+    assert [n for n, _ in entry.headers] == ["X-Kept", "etag", "date"]
 
 
 def test_etag_is_deterministic_and_the_apps_own_is_kept() -> None:
@@ -408,7 +421,7 @@ def test_etag_is_deterministic_and_the_apps_own_is_kept() -> None:
     assert Entry.build(200, [], b"abc", 5).etag == Entry.build(200, [], b"abc", 9).etag
     own = Entry.build(200, [("ETag", 'W/"v1"')], b"abc", 5)
     assert own.etag == 'W/"v1"'
-    assert [n for n, _ in own.headers] == ["ETag"]
+    assert [n for n, _ in own.headers] == ["ETag", "date"]
 
 
 @pytest.mark.parametrize(("header", "matches"), [
@@ -518,3 +531,153 @@ def test_if_none_match_never_turns_an_error_or_redirect_into_304(status: int) ->
     for inm in ("*", entry.etag):
         got, _, body = entry.hit(req(headers={"If-None-Match": inm}), 1001.0)
         assert (got, body) == (status, b"gone")
+
+
+# --- dates, Age, revalidation (RFC 9110 §5.6.7, RFC 9111 §4.2.3, §4.3) ---------------
+
+NOV_6_1994 = 784111777.0
+
+
+@pytest.mark.parametrize("value", [
+    "Sun, 06 Nov 1994 08:49:37 GMT",     # IMF-fixdate
+    "Sunday, 06-Nov-94 08:49:37 GMT",    # RFC 850, obsolete but to be accepted
+    "Sun Nov  6 08:49:37 1994",          # asctime
+])
+def test_the_three_http_date_forms(value: str) -> None:
+    assert http_date(value) == NOV_6_1994
+
+
+@pytest.mark.parametrize("value", [
+    "Sun, 06 Nov 94 08:49:37 GMT",       # two-digit year in an IMF-fixdate
+    "Sun 06 Nov 1994 08:49:37 GMT",      # no comma
+    "Sun, 06-Nov-1994 08:49:37 GMT",     # dashes
+    "Sun, 06 Nov 1994 08:49:37 AEST",    # another zone
+    "Sun, 06 Nov 1994 08:49:37 +0000",
+    "Sun, 06 Nov 1994\r\n 08:49:37 GMT",  # folded over two lines
+    "sun, 06 nov 1994 08:49:37 gmt",     # case-sensitive
+    "Sat, 31 Feb 2026 00:00:00 GMT", "Sun, 06 Nov 1994 25:00:00 GMT", "0", "-1", "",
+])
+def test_anything_else_is_not_a_date(value: str) -> None:
+    assert http_date(value) is None
+
+
+@pytest.mark.parametrize("expires", [
+    "Sun, 06 Nov 94 08:49:37 GMT", "Thu 01 Jan 2099 00:00:00 GMT",
+    "Thu, 01-Jan-2099 00:00:00 GMT", "Thu, 01 Jan 2099 00:00:00 AEST",
+    "Thu, 01 Jan 2099\n 00:00:00 GMT",
+])
+def test_an_invalid_expires_is_already_expired(expires: str) -> None:
+    assert ttl_of(req(), 200, [("Expires", expires)], default_ttl=30) == (0, "stale")
+
+
+def test_a_valid_future_expires_is_fresh() -> None:
+    assert ttl_of(req(), 200, [("Expires", "Thu, 01 Jan 2099 00:00:00 GMT")])[0] > 0
+
+
+@pytest.mark.parametrize(("age", "ttl"), [
+    ("15", 45), ("15, 30", 45),                  # a list: its first member
+    ("1800a", 60), ("a15", 60), ("-5", 60), ("1.5", 60), ("", 60),  # invalid: ignored
+])
+def test_age_is_parsed_as_the_rfc_says(age: str, ttl: int) -> None:
+    assert ttl_of(req(), 200, [("Cache-Control", "max-age=60"), ("Age", age)])[0] == ttl
+
+
+def test_the_corrected_initial_age() -> None:
+    """max(apparent age from Date, Age + response delay) (RFC 9111 §4.2.3)."""
+    date = [("Date", "Sun, 06 Nov 1994 08:49:37 GMT")]
+    assert initial_age(date, NOV_6_1994, NOV_6_1994 + 10) == 10
+    assert initial_age([("Age", "5")], 100.0, 103.0) == 8
+    assert initial_age([*date, ("Age", "30")], NOV_6_1994, NOV_6_1994 + 2) == 32
+    assert initial_age([], 100.0, 100.0) == 0
+
+
+def test_a_hit_counts_the_age_it_arrived_with() -> None:
+    entry = Entry.build(200, [("Cache-Control", "max-age=60")], b"x", 45, now=1000.0,
+                        age0=15)
+    _status, headers, _ = entry.hit(req(), 1010.0)
+    assert dict(headers)["age"] == "25"
+    assert cache_status(dict(headers)["cache-status"])["ttl"] == 35
+
+
+def test_the_date_is_kept_and_added_when_missing() -> None:
+    dated = Entry.build(200, [("Date", "Sun, 06 Nov 1994 08:49:37 GMT")], b"", 5)
+    assert dated.header("date") == "Sun, 06 Nov 1994 08:49:37 GMT"
+    undated = Entry.build(200, [("Date", "garbage")], b"", 5, now=NOV_6_1994)
+    assert [v for n, v in undated.headers if n.lower() == "date"] == [
+        "Sun, 06 Nov 1994 08:49:37 GMT"]
+
+
+def test_validators_are_the_apps_own() -> None:
+    assert Entry.build(200, [], b"x", 5).validators() == []  # our digest: not the app's
+    both = Entry.build(200, [("ETag", '"a"'), ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")],
+                       b"x", 5)
+    assert both.validators() == [("if-none-match", '"a"'),
+                                 ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]
+
+
+@pytest.mark.parametrize(("cc", "stale_ok"), [
+    ("max-age=60", True), ("max-age=60, must-revalidate", False),
+    ("max-age=60, proxy-revalidate", False), ("s-maxage=60", False), ("no-cache", False),
+])
+def test_what_may_be_served_stale(cc: str, stale_ok: bool) -> None:
+    assert Entry.build(200, [("Cache-Control", cc)], b"", 5).may_serve_stale() is stale_ok
+
+
+def test_a_304_refreshes_the_stored_headers() -> None:
+    """RFC 9111 §4.3.4: the 304's fields replace the stored ones of that name; the body,
+    and Content-Length, stay; freshness starts again."""
+    entry = Entry.build(200, [("ETag", '"a"'), ("Content-Length", "4"), ("X-Old", "1"),
+                              ("Cache-Control", "max-age=1"), ("X-Keep", "k")],
+                        b"body", 1, now=1000.0)
+    fresh = entry.refreshed([("Cache-Control", "max-age=60"), ("X-Old", "2"),
+                             ("Content-Length", "0"), ("ETag", '"b"'), ("Age", "3"),
+                             ("Set-Cookie", "s=1")], 60, 2000.0)
+    assert fresh.body == b"body"
+    assert (fresh.stored_at, fresh.ttl, fresh.etag, fresh.own_etag) == (2000.0, 60, '"b"',
+                                                                       False)
+    assert fresh.header("content-length") == "4"
+    assert fresh.header("x-old") == "2"
+    assert fresh.header("x-keep") == "k"
+    assert fresh.header("cache-control") == "max-age=60"
+    assert fresh.header("age") is None
+    assert fresh.header("set-cookie") is None
+
+
+@pytest.mark.parametrize(("headers", "not_modified"), [
+    ({"If-Modified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"}, True),
+    ({"If-Modified-Since": "Sun, 06 Nov 1994 08:49:36 GMT"}, False),   # modified since
+    ({"If-Modified-Since": "yesterday"}, False),                        # not a date
+    ({"If-None-Match": '"nope"', "If-Modified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"},
+     False),                                                 # If-None-Match decides alone
+    ({"If-None-Match": 'W/"a"'}, True),
+])
+def test_a_clients_own_preconditions(headers: dict[str, str], not_modified: bool) -> None:
+    entry = Entry.build(200, [("ETag", '"a"'), ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")],
+                        b"body", 60, now=1000.0)
+    status, _, body = entry.hit(req(headers=headers), 1001.0)
+    assert (status == 304) is not_modified
+    assert body == (b"" if not_modified else b"body")
+
+
+def test_an_entry_stored_before_revalidation_still_reads() -> None:
+    """The value format grew "age0" and "own": values without them read as age 0 and an
+    ETag the app may not know (never sent to it)."""
+    old = {"v": 1, "status": 200, "headers": [["etag", '"x"']], "body": "", "stored_at": 5.0,
+           "ttl": 60, "etag": '"x"'}
+    entry = Entry.from_json(old)
+    assert entry is not None
+    assert (entry.age0, entry.own_etag, entry.validators()) == (0, True, [])
+
+
+@pytest.mark.parametrize("cc", ["no-cache", "max-age=0"])
+def test_stale_at_once_is_stored_only_with_a_validator(cc: str) -> None:
+    """With revalidation on, an answer that is stale at once is kept for its validator
+    (each use asks the app); without one it is not stored."""
+    def verdict(headers: list[tuple[str, str]]) -> tuple[int, str]:
+        found = storable(req(), 200, [("Cache-Control", cc), *headers], default_ttl=0,
+                         allow_authorized=False, revalidate=True)
+        return found.ttl, found.reason
+
+    assert verdict([("ETag", '"a"')]) == (0, "")
+    assert verdict([("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")]) == (0, "")
+    assert verdict([])[1] in ("no-cache", "stale")

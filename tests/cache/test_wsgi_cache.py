@@ -19,7 +19,17 @@ import pytest
 
 from ratelimit_mw._types import Environ, StartResponse
 from ratelimit_mw.cache import MemoryCache, RedisCache, WSGIResponseCacheMiddleware
-from tests.cache.harness import WSGI, numbered, private, status_of, with_vary
+from tests.cache.harness import (
+    V1,
+    WSGI,
+    Reply,
+    Seen,
+    numbered,
+    private,
+    status_of,
+    validated,
+    with_vary,
+)
 
 SyncCache = RedisCache | MemoryCache
 
@@ -187,3 +197,110 @@ def test_pep_3333_conformance() -> None:
     assert call("HEAD") == ("200 OK", b"")
     assert call(HTTP_IF_NONE_MATCH="*") == ("304 Not Modified", b"")
     assert call(HTTP_AUTHORIZATION="x") == ("200 OK", b"hello")
+
+
+@pytest.mark.parametrize("chunks", [[b"done"], [b"do", b"ne"], []])
+def test_an_unsafe_request_invalidates_before_its_last_chunk_goes_out(
+        sync_cache: SyncCache, chunks: list[bytes]) -> None:
+    """Read your own writes: the server gets the last chunk of a POST's answer (the
+    headers too, when it is the only one) only once the URI's entries are gone."""
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Cache-Control", "max-age=60")])
+        return iter(list(chunks)) if environ["REQUEST_METHOD"] == "POST" else [b"v1"]
+
+    middleware = WSGIResponseCacheMiddleware(app, cache=sync_cache)
+    with client(middleware) as c:
+        c.get("/r")
+        assert status_of(c.get("/r")).get("hit") is True
+    env: Environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/r", "HTTP_HOST": "testserver"}
+    setup_testing_defaults(env)
+    result = middleware(env, lambda status, headers, exc_info=None: lambda data: None)
+    stored_when_released = []
+    try:
+        for chunk in result:
+            with client(middleware) as c:
+                stored_when_released.append((chunk, status_of(c.get("/r")).get("hit")))
+    finally:
+        result.close()  # type: ignore[attr-defined]
+    assert [chunk for chunk, _ in stored_when_released] == chunks
+    if chunks:
+        assert stored_when_released[-1][1] is None  # a miss: dropped before the last chunk
+
+
+def test_twenty_threads_revalidating_together_make_one_call(sync_cache: SyncCache) -> None:
+    respond, conditions = validated("no-cache")
+    upstream, app = WSGI.cached(sync_cache, respond, delay=0.2)
+    with client(app) as c:
+        c.get("/hot")
+    responses = concurrently(app, [("/hot", {})] * 20)
+    assert upstream.calls == 2
+    assert conditions == [{}, {"if-none-match": V1}]
+    assert {r.content for r in responses} == {b"body #1"}
+    assert sum(status_of(r).get("collapsed") is True for r in responses) == 19
+
+
+def test_a_revalidation_by_a_generator_app(sync_cache: SyncCache) -> None:
+    """An app that calls start_response only when iterated: its 304 is still ours."""
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        calls.append(environ.get("HTTP_IF_NONE_MATCH", ""))
+        if environ.get("HTTP_IF_NONE_MATCH") == '"g"':
+            start_response("304 Not Modified", [("ETag", '"g"'), ("Cache-Control", "no-cache")])
+            return
+        start_response("200 OK", [("ETag", '"g"'), ("Cache-Control", "no-cache")])
+        yield b"generated"
+
+    with client(WSGIResponseCacheMiddleware(app, cache=sync_cache)) as c:
+        bodies = [c.get("/g") for _ in range(2)]
+    assert calls == ["", '"g"']
+    assert [(r.status_code, r.content) for r in bodies] == [(200, b"generated")] * 2
+    assert status_of(bodies[1])["fwd-status"] == 304
+
+
+def test_twenty_threads_on_a_stale_while_revalidate_entry_make_one_call(
+        sync_cache: SyncCache) -> None:
+    def respond(seen: Seen, n: int) -> Reply:
+        return Reply(f"#{n}", headers={"Cache-Control": "max-age=1, stale-while-revalidate=60"})
+
+    upstream, app = WSGI.cached(sync_cache, respond, delay=0.2)
+    with client(app) as c:
+        c.get("/hot")
+        time.sleep(1.1)
+        responses = concurrently(app, [("/hot", {})] * 20)
+        after = c.get("/hot")
+    assert upstream.calls == 2
+    assert {r.content for r in responses} == {b"#1"}
+    assert {status_of(r).get("detail") for r in responses} == {"stale-while-revalidate"}
+    assert after.content == b"#2"
+
+
+def test_a_percent_encoded_location_is_dropped_as_pep_3333_keys_it(sync_cache: SyncCache,
+                                                                   ) -> None:
+    """PEP 3333 servers put the path in PATH_INFO decoded, as latin-1 (httpx's
+    WSGITransport decodes UTF-8, so the environ is built by hand here)."""
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        calls.append(environ["REQUEST_METHOD"])
+        if environ["REQUEST_METHOD"] == "POST":
+            start_response("201 Created", [("Location", "/caf%C3%A9")])
+            return [b""]
+        start_response("200 OK", [("Cache-Control", "max-age=60")])
+        return [f"#{len(calls)}".encode()]
+
+    middleware = WSGIResponseCacheMiddleware(app, cache=sync_cache)
+
+    def call(method: str, path: str) -> bytes:
+        env: Environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "HTTP_HOST": "example.com"}
+        setup_testing_defaults(env)
+        result = middleware(env, lambda status, headers, exc_info=None: lambda data: None)
+        try:
+            return b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+
+    cafe = "caf\u00e9".encode().decode("latin-1")
+    assert call("GET", "/" + cafe) == call("GET", "/" + cafe) == b"#1"
+    call("POST", "/items/1")
+    assert call("GET", "/" + cafe) == b"#3"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
+from urllib.parse import urljoin, urlsplit
 
 from .._flow import Flow, Op, Sleep
 from .._request import normalize_path
@@ -24,7 +25,9 @@ from ._http import (
     TOKEN,
     CacheRequest,
     Entry,
+    Storability,
     cache_control,
+    normalize_host,
     storable,
     vary_names,
 )
@@ -35,15 +38,18 @@ __all__ = [
     "Lookup",
     "after_unsafe",
     "bypass_reason",
+    "conditional",
     "header_dict",
     "invalidate",
     "invalidate_path",
     "invalidate_prefix",
     "invalidates",
     "lookup",
+    "refresh",
     "release",
     "response_ttl",
     "save",
+    "stale_if_error",
 ]
 
 
@@ -83,6 +89,16 @@ class Lookup(NamedTuple):
     lock: str | None         # the lock to release after storing (we fetch for others)
     token: str | None
     status: str              # Cache-Status for a miss or bypass
+    stale: Entry | None = None  # the stored entry that is no longer fresh, if any
+    #: Serve *entry* (stale, within stale-while-revalidate) and then revalidate it,
+    #: holding *lock*.
+    background: bool = False
+
+    @property
+    def revalidating(self) -> bool:
+        """We fetch for others with a stale entry the app can be asked about."""
+        return self.lock is not None and self.stale is not None and bool(
+            self.stale.validators())
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,8 @@ class CachePolicy:
     lock_wait: float = 5.0
     poll_interval: float = 0.02
     extra_key_headers: tuple[str, ...] = ()
+    keep_stale: int = 300
+    targeted_field: str | None = None
     #: Every request header whose value is part of the key: `KEYED_HEADERS`, then the
     #: extra ones, lower-cased.
     key_headers: tuple[str, ...] = field(default=KEYED_HEADERS, init=False)
@@ -105,19 +123,30 @@ class CachePolicy:
     @classmethod
     def build(cls, rules: Iterable[CacheRule], default_ttl: int,
               allowed_hosts: Iterable[str] | None, max_body_size: int,
-              lock_wait: float, extra_key_headers: Iterable[str]) -> CachePolicy:
+              lock_wait: float, extra_key_headers: Iterable[str],
+              keep_stale: int = 300, targeted_field: str | None = None) -> CachePolicy:
         """The policy from the middlewares' options (host names compared lower-cased)."""
         hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         if isinstance(extra_key_headers, str):  # one name would be keyed letter by letter
             raise ConfigurationError(f"extra_key_headers={extra_key_headers!r}: a list of "
                                      "header names")
         return cls(tuple(rules), default_ttl, hosts, max_body_size, lock_wait=lock_wait,
-                   extra_key_headers=tuple(extra_key_headers))
+                   extra_key_headers=tuple(extra_key_headers), keep_stale=keep_stale,
+                   targeted_field=targeted_field)
 
     def __post_init__(self) -> None:
         if isinstance(self.default_ttl, bool) or not isinstance(self.default_ttl, int) or (
                 self.default_ttl < 0):
             raise ConfigurationError(f"default_ttl={self.default_ttl!r}: whole seconds >= 0")
+        if self.targeted_field is not None:
+            if not isinstance(self.targeted_field, str) or not TOKEN.fullmatch(
+                    self.targeted_field) or self.targeted_field.lower() == "cache-control":
+                raise ConfigurationError(f"targeted_field={self.targeted_field!r}: a header "
+                                         "name such as 'CDN-Cache-Control'")
+            object.__setattr__(self, "targeted_field", self.targeted_field.lower())
+        if isinstance(self.keep_stale, bool) or not isinstance(self.keep_stale, int) or (
+                self.keep_stale < 0):
+            raise ConfigurationError(f"keep_stale={self.keep_stale!r}: whole seconds >= 0")
         if not isinstance(self.max_body_size, int) or self.max_body_size < 0:
             raise ConfigurationError(f"max_body_size={self.max_body_size!r}: bytes >= 0")
         for name in ("lock_timeout", "lock_wait", "poll_interval"):
@@ -162,23 +191,40 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
     (no I/O): while it is open a failed lock says nothing about another fetch.
     """
     deadline = time.monotonic() + policy.lock_wait
+    started = time.time()
     waited = False
     waited_on: str | None = None
     while True:
         record = yield _get(primary)
         vary = _vary_record(record)
         variant = request.variant_key(primary, vary) if vary is not None else None
+        stale = None
         if variant is not None:
             entry = Entry.from_json((yield _get(variant)))
-            if entry is not None and entry.fresh(time.time()):
+            # An entry stored or revalidated while we waited is the answer of the fetch
+            # we waited for, even one to revalidate on every use (no-cache).
+            now = time.time()
+            if entry is not None and (entry.usable(now) or (
+                    waited and entry.stored_at >= started)):
                 return Lookup(entry, waited, None, None, "")
-        status = ("fwd=uri-miss" if variant is None else "fwd=vary-miss" if record
-                  else "fwd=miss")
+            stale = entry
+            if entry is not None and entry.stale_within("stale-while-revalidate", now):
+                # Served at once; one request (the lock's holder) revalidates it after
+                # its response, the others only serve it.
+                detail = "hit; detail=stale-while-revalidate"
+                if request.method != "GET":
+                    return Lookup(entry, False, None, None, detail)
+                lock_name = variant + ":lock"
+                token = yield _lock(lock_name, policy.lock_timeout)
+                return Lookup(entry, False, lock_name if token else None, token, detail,
+                              entry, token is not None)
+        status = ("fwd=stale" if stale is not None else "fwd=uri-miss" if variant is None
+                  else "fwd=vary-miss" if record else "fwd=miss")
         if request.method != "GET":
             # A response to a HEAD (or to a ``get``) is never stored, so such a request
             # neither holds nor waits for the lock: the GETs waiting behind a HEAD (a
             # health check) would find nothing and all call the app.
-            return Lookup(None, False, None, None, status)
+            return Lookup(None, False, None, None, status, stale)
         lock_name = (variant or primary) + ":lock"
         token = yield _lock(lock_name, policy.lock_timeout)
         if token is not None:
@@ -188,15 +234,15 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
                 # holding the lock, or the waiters of an uncacheable URL would call the app
                 # one after another until lock_wait ran out.
                 yield _unlock(lock_name, token)
-                return Lookup(None, False, None, None, "fwd=miss; detail=not-stored")
-            return Lookup(None, False, lock_name, token, status)
+                return Lookup(None, False, None, None, "fwd=miss; detail=not-stored", stale)
+            return Lookup(None, False, lock_name, token, status, stale)
         if not connected():
             # The store is down, so a failed lock is no sign of another fetch: waiting
             # would add lock_wait to every request of the outage.
             return Lookup(None, False, None, None, "fwd=miss; detail=cache-down")
         if time.monotonic() >= deadline:
             # The fetch under way takes too long: fetch ourselves rather than wait more.
-            return Lookup(None, False, None, None, "fwd=miss; detail=lock-timeout")
+            return Lookup(None, False, None, None, "fwd=miss; detail=lock-timeout", stale)
         waited = True
         waited_on = lock_name
         yield Sleep(policy.poll_interval)
@@ -226,24 +272,107 @@ def _vary_record(record: Any) -> tuple[str, ...] | None:
 
 
 def save(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest, primary: str,
-         status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Flow[None]:
-    """Store the response to *request* if a shared cache may, for as long as it may."""
-    ttl = response_ttl(policy, rule, request, status, headers)
-    if ttl > 0:
-        yield from _store(request, primary, status, headers, body, ttl)
+         status: int, headers: Sequence[tuple[str, str]], body: bytes,
+         request_time: float | None = None, stale: Entry | None = None) -> Flow[bool]:
+    """Store the response to *request* if a shared cache may, for as long as it may;
+    stored? *request_time*: when the request went to the app (for its age). The answer
+    to a HEAD is never stored, but it freshens the *stale* GET entry it matches."""
+    if request.verb == "HEAD":
+        if stale is None or not _head_matches(stale, status, headers):
+            return False
+        get = replace(request, method="GET")
+        _, stored = yield from refresh(policy, rule, get, primary, stale, headers,
+                                       time.time() if request_time is None else request_time)
+        return stored
+    verdict = _verdict(policy, rule, request, status, headers, request_time)
+    if verdict.reason:
+        return False
+    entry = Entry.build(status, headers, body, verdict.ttl, age0=verdict.age,
+                        targeted=verdict.targeted)
+    return (yield from _store(policy, request, primary, entry))
 
 
-def _store(request: CacheRequest, primary: str, status: int,
-           headers: Sequence[tuple[str, str]], body: bytes, ttl: int) -> Flow[None]:
-    """Store a storable response under its variant key, and the Vary record under the URI."""
-    vary = vary_names(headers) or ()
-    entry = Entry.build(status, headers, body, ttl)
+def refresh(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
+            primary: str, stale: Entry, headers: Sequence[tuple[str, str]],
+            request_time: float) -> Flow[tuple[Entry, bool]]:
+    """*stale* after the app answered our conditional request with ``304 Not Modified``
+    and *headers* (RFC 9111 §4.3.4): the entry to serve, and whether it was stored. A 304
+    that forbids storing (``no-store``, say) drops the stored entry."""
+    now = time.time()
+    merged = stale.refreshed(headers, 0, now)
+    verdict = _verdict(policy, rule, request, stale.status, merged.headers, request_time,
+                       age_from=headers)
+    entry = merged._replace(ttl=verdict.ttl, age0=verdict.age, targeted=verdict.targeted)
+    if verdict.reason:
+        vary = vary_names(entry.headers) or ()
+        yield lambda cache: cache.delete(request.variant_key(primary, vary))
+        return entry, False
+    return entry, (yield from _store(policy, request, primary, entry))
+
+
+def _head_matches(entry: Entry, status: int, headers: Sequence[tuple[str, str]]) -> bool:
+    """Does the answer to a HEAD describe the stored GET *entry* (RFC 9111 §4.3.5): the
+    same strong ETag, else the same Last-Modified, else (neither has a validator) the
+    same Content-Length?"""
+    if status != 200 or entry.status != 200:
+        return False
+    found = header_dict(headers)
+    etag = found.get("etag")
+    if etag is not None:
+        return not entry.own_etag and not etag.startswith("W/") and etag == entry.etag
+    modified = found.get("last-modified")
+    if modified is not None:
+        return modified == entry.header("last-modified")
+    if entry.validators():
+        return False
+    length = found.get("content-length")
+    return length is None or length == entry.header("content-length")
+
+
+def _keep(policy: CachePolicy, entry: Entry) -> int:
+    """Seconds an entry stays in the store after it goes stale: for revalidation, when
+    it has a validator to ask the app about, and for as long as the response lets it be
+    served stale (RFC 5861)."""
+    return max(policy.keep_stale if entry.validators() else 0,
+               entry.stale_for("stale-while-revalidate"), entry.stale_for("stale-if-error"))
+
+
+def stale_if_error(found: Lookup, now: float) -> Entry | None:
+    """The stale entry to serve if the app fails (5xx, or raises), if it may be."""
+    stale = found.stale
+    if stale is not None and stale.stale_within("stale-if-error", now):
+        return stale
+    return None
+
+
+#: The statuses that count as the app failing, for stale-if-error (RFC 5861 §4).
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def _store(policy: CachePolicy, request: CacheRequest, primary: str,
+           entry: Entry) -> Flow[bool]:
+    """Store *entry* under its variant key, and the Vary record under the URI; stored?"""
+    ttl = entry.ttl + _keep(policy, entry)
+    if ttl <= 0:
+        return False
+    vary = vary_names(entry.headers) or ()
     variant = request.variant_key(primary, vary)
     yield lambda cache: cache.set(variant, entry.to_json(), ttl)
     yield lambda cache: cache.set(primary, {"vary": list(vary)}, ttl)
     tag = _tag(primary)
     yield lambda cache: cache.tag(tag, variant, ttl)
     yield lambda cache: cache.tag(tag, primary, ttl)
+    return True
+
+
+def conditional(request_headers: Iterable[tuple[str, str]], stale: Entry,
+                ) -> list[tuple[str, str]]:
+    """The request headers (lower-case names) for asking the app about *stale*: the
+    client's own preconditions replaced by the entry's validators. The client's are
+    answered by the cache from the entry that results (`Entry.not_modified`)."""
+    kept = [(n, v) for n, v in request_headers
+            if n.lower() not in ("if-none-match", "if-modified-since")]
+    return [*kept, *stale.validators()]
 
 
 def release(found: Lookup) -> Flow[None]:
@@ -263,10 +392,42 @@ def invalidates(method: str, status: int | None) -> bool:
     return method not in _NEVER_INVALIDATE and status is not None and 200 <= status < 400
 
 
-def after_unsafe(method: str, status: int | None, primary: str | None) -> Flow[None]:
-    """After a request with an unsafe *method*: drop its URI's entries if it succeeded."""
-    if primary is not None and invalidates(method, status):
-        yield from invalidate(primary)
+def after_unsafe(request: CacheRequest, status: int | None,
+                 headers: Sequence[tuple[str, str]], primary: str | None,
+                 path_of: Callable[[str], str] = lambda path: path) -> Flow[None]:
+    """After a request with an unsafe method: if it succeeded, drop the entries of its
+    URI, and of the same-origin URIs its ``Location`` and ``Content-Location`` name (RFC
+    9111 §4.4). *path_of* turns a URL's path into the path keys hold (WSGI keys hold it
+    decoded)."""
+    if primary is None or not invalidates(request.verb, status):
+        return
+    yield from invalidate(primary)
+    done = {_uri(primary)}
+    for path in _same_origin_paths(request, headers):
+        other = _primary(request.host or "", path_of(path), request.scheme)
+        if other is not None and _uri(other) not in done:
+            done.add(_uri(other))
+            yield from invalidate(other)
+
+
+def _same_origin_paths(request: CacheRequest, headers: Sequence[tuple[str, str]],
+                       ) -> list[str]:
+    """The paths of the ``Location`` and ``Content-Location`` URLs of a response that
+    have the request's scheme and host (a URL of another origin is never ours to drop)."""
+    host = normalize_host(request.host, request.scheme)
+    base = f"{request.scheme}://{request.host}{request.path}"
+    paths = []
+    for name, value in headers:
+        if name.lower() not in ("location", "content-location"):
+            continue
+        try:
+            url = urlsplit(urljoin(base, value.strip()))
+        except ValueError:  # not a URL: nothing to drop
+            continue
+        if url.scheme == request.scheme and host is not None and normalize_host(
+                url.netloc, url.scheme) == host:
+            paths.append(url.path or "/")
+    return paths
 
 
 def invalidate(primary: str) -> Flow[int]:
@@ -309,11 +470,19 @@ def _tag(primary: str) -> str:
 
 def response_ttl(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
                  status: int, headers: Sequence[tuple[str, str]]) -> int:
-    """Seconds to store the response; 0: not at all."""
+    """Seconds the response stays fresh once stored; 0: stale at once, or not stored."""
+    return _verdict(policy, rule, request, status, headers, None).ttl
+
+
+def _verdict(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,
+             status: int, headers: Sequence[tuple[str, str]], request_time: float | None,
+             age_from: Sequence[tuple[str, str]] | None = None) -> Storability:
     default = rule.ttl if rule is not None and rule.ttl is not None else policy.default_ttl
     allow_authorized = rule.allow_authorized if rule is not None else False
     return storable(request, status, headers, default_ttl=default,
-                    allow_authorized=allow_authorized).ttl
+                    allow_authorized=allow_authorized, request_time=request_time,
+                    revalidate=policy.keep_stale > 0, age_from=age_from,
+                    targeted=policy.targeted_field)
 
 
 def bypass_reason(policy: CachePolicy, rule: CacheRule | None, request: CacheRequest,

@@ -38,10 +38,13 @@ class CacheMiddlewareBase(Generic[AppT, StoreT]):
         max_body_size: int = 1 << 20,
         lock_wait: float = 5.0,
         extra_key_headers: Iterable[str] = (),
+        keep_stale: int = 300,
+        targeted_field: str | None = None,
     ) -> None:
         self.app = app
         self.policy = CachePolicy.build(rules, default_ttl, allowed_hosts, max_body_size,
-                                        lock_wait, extra_key_headers)
+                                        lock_wait, extra_key_headers, keep_stale,
+                                        targeted_field)
         self.cache: StoreT = (cache if cache is not None
                               else self._default_cache(os.environ.get("REDIS_URL")))
 

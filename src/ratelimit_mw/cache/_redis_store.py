@@ -46,7 +46,7 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
 return 1
 """
-# Members may live in other slots on a cluster: delete them one call each.
+# The members share the tag's hash tag (`key`), so on a cluster they are in its slot.
 _INVALIDATE = """
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local removed = 0
@@ -116,6 +116,12 @@ class _RedisCache:
         return api.Redis(connection_pool=pool)  # the caller's pool: theirs to close
 
     def key(self, name: str) -> str:
+        # Every key of one URI (``<uri>#...``: its entries, records, locks and tag) shares
+        # a hash tag, the URI: on Redis Cluster they live in one slot, so the tag script
+        # may delete them in one call.
+        uri, sep, rest = name.partition("#")
+        if sep:
+            name = f"{{{uri}}}#{rest}"
         return f"{self.prefix}:{name}" if self.prefix else name
 
     @property
@@ -156,17 +162,23 @@ class _RedisCache:
         return int((yield _io(0, self._invalidate_script, keys=[self.key(tag)])) or 0)
 
     def _delete_prefix(self, prefix: str) -> Flow[int]:
-        pattern = _glob_escape(self.key(prefix)) + "*"
-        removed = cursor = 0
-        while True:
-            page = yield _io(None, self.client.scan, cursor, match=pattern, count=500)
-            if page is None:  # Redis failed: what is deleted stays deleted
-                return removed
-            cursor, keys = page
-            if keys:
-                removed += int((yield _io(0, self.client.delete, *keys)) or 0)
-            if not cursor:  # SCAN is complete when it hands back cursor 0
-                return removed
+        # A name with "#" is keyed "{uri}#...": a prefix without "#" may begin either form.
+        heads = [self.key(prefix)] if "#" in prefix else [self.key(prefix),
+                                                          self.key("{" + prefix)]
+        removed = 0
+        for head in heads:
+            pattern = _glob_escape(head) + "*"
+            cursor = 0
+            while True:
+                page = yield _io(None, self.client.scan, cursor, match=pattern, count=500)
+                if page is None:  # Redis failed: what is deleted stays deleted
+                    return removed
+                cursor, keys = page
+                if keys:
+                    removed += int((yield _io(0, self.client.delete, *keys)) or 0)
+                if not cursor:  # SCAN is complete when it hands back cursor 0
+                    break
+        return removed
 
     def _ping(self) -> Flow[bool]:
         return bool((yield _io(False, self.client.ping)))
