@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from limits import RateLimitItem, parse_many
 
@@ -13,8 +13,8 @@ from ._request import RequestInfo, normalize_path
 from .errors import ConfigurationError
 from .keys import KeyFunc
 
-__all__ = ["CompiledRule", "ExemptFunc", "Limit", "LimitsFunc", "LimitsSpec", "Rule",
-           "RuleTable", "limits_function", "parse_layers", "parse_limits"]
+__all__ = ["CompiledRule", "ExemptFunc", "Limit", "LimitsFunc", "LimitsSpec", "PathMatcher",
+           "Rule", "RuleTable", "limits_function", "parse_layers", "parse_limits"]
 
 #: Rates: ``"10/minute"``, ``"10/second;1000/hour"``, a ``limits`` item, or a list of them.
 RateSpec: TypeAlias = "str | RateLimitItem | Sequence[str | RateLimitItem]"
@@ -26,6 +26,13 @@ LimitsFunc: TypeAlias = Callable[[RequestInfo], "LimitsSpec | None"]
 CostFunc: TypeAlias = Callable[[RequestInfo], int]
 #: ``exempt_when=``: ``True`` lets the request through unlimited and uncounted.
 ExemptFunc: TypeAlias = Callable[[RequestInfo], bool]
+
+class PathMatcher(Protocol):
+    """What matches a rule's dynamic paths: a compiled template, or a router's own
+    pattern (rules found from an app's routes, ``_routes.py``)."""
+
+    def fullmatch(self, string: str, /) -> object: ...
+
 
 #: The namespace of every limit item this package creates; the first part of its keys.
 NAMESPACE = "rl"
@@ -294,7 +301,7 @@ class CompiledRule:
     """A `Rule` checked and prepared for matching."""
 
     template: str
-    regex: re.Pattern[str] | None
+    regex: PathMatcher | None
     methods: frozenset[str] | None
     #: The rule's limits as layers (`parse_layers`); empty when chosen per request.
     layers: tuple[Limit, ...]

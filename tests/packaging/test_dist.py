@@ -50,6 +50,13 @@ NOT_EXPORTED = {
     "ratelimit_mw._rules.RuleTable",
     # The typed keywords of the middlewares: MiddlewareOptions is the exported form.
     "ratelimit_mw._options.MiddlewareKwargs",
+    # Route discovery's own types: what an adapter reads from a router, the loader the
+    # middlewares call, and the matcher protocol of a compiled rule; users write @limit.
+    "ratelimit_mw._routes.Part",
+    "ratelimit_mw._routes.Route",
+    "ratelimit_mw._routes.Routes",
+    "ratelimit_mw._routes.RouteLoader",
+    "ratelimit_mw._rules.PathMatcher",
 }
 
 
