@@ -15,7 +15,7 @@ from typing import Any
 
 from ._routes import Part, Route, Routes
 
-__all__ = ["find_app", "read_routes"]
+__all__ = ["find_app", "read_routes", "wrapped_chain"]
 
 #: Attributes through which wrappers reach the app they wrap (ASGI middlewares' ``app``,
 #: a Flask ``wsgi_app`` bound method's ``__self__``).
@@ -24,7 +24,7 @@ _WRAPPED = ("app", "__self__", "wsgi_app", "application")
 _STEPS = 64
 
 
-def _chain(candidates: Sequence[object]) -> Iterator[object]:
+def wrapped_chain(candidates: Sequence[object]) -> Iterator[object]:
     """Each candidate, then what it wraps, breadth first, each object once.
 
     A wrapper of unknown kind (a dispatcher of yours holding the framework's app under
@@ -48,7 +48,7 @@ def _chain(candidates: Sequence[object]) -> Iterator[object]:
 
 def find_app(candidates: Sequence[object]) -> tuple[str, Any] | None:
     """The first framework app or router in *candidates* or what they wrap."""
-    for obj in _chain(candidates):
+    for obj in wrapped_chain(candidates):
         for framework, test in _DETECTORS:
             if test(obj):
                 return framework, obj
