@@ -231,10 +231,12 @@ def _read_flask(app: Any) -> Routes:
 
 
 def _is_django(obj: object) -> bool:
-    # A handler exists only once Django is set up, so its settings and URLconf are there.
-    module = sys.modules.get("django.core.handlers.base")
-    return module is not None and isinstance(obj, module.BaseHandler) and (
-        "django.urls" in sys.modules)
+    # A handler exists only once Django is set up, so its settings and URLconf are there;
+    # the resolver is what Django's own middleware (ratelimit_mw.django) hands over.
+    handlers = sys.modules.get("django.core.handlers.base")
+    urls = sys.modules.get("django.urls")
+    return urls is not None and (isinstance(obj, urls.URLResolver) or (
+        handlers is not None and isinstance(obj, handlers.BaseHandler)))
 
 
 def _django_piece(regex: str, leaf: bool) -> str:
