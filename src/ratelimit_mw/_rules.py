@@ -421,8 +421,22 @@ class RuleTable:
         return self._rules
 
     def match(self, request: RequestInfo) -> CompiledRule | None:
-        """The first rule for *request*'s normalised path and method, or ``None``."""
-        path, method = request.path, request.method
+        """The first rule for *request*'s normalised path and method, or ``None``.
+
+        Where a second layer of percent-escapes changes the path (`request_paths`), the
+        path the router sees is tried first: the rule of the route that serves the
+        request wins. The decoded path is tried next, but cannot exempt a request.
+        """
+        routed = request.routed_path
+        if routed is None:
+            return self._match(request.path, request.method)
+        found = self._match(routed, request.method)
+        if found is not None:
+            return found
+        found = self._match(request.path, request.method)
+        return None if found is not None and found.exempt else found
+
+    def _match(self, path: str, method: str) -> CompiledRule | None:
         best: CompiledRule | None = None
         best_index = len(self._rules)
         for index, rule in self._static.get(path, ()):

@@ -15,7 +15,7 @@ from ._core import Decision, Plan
 from ._framework_config import options_from
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
 from ._middleware import MiddlewareBase
-from ._request import RequestInfo, normalize_path
+from ._request import RequestInfo, request_paths
 from ._storage.limiter import AsyncRateLimiter, RateLimiter
 from .errors import ConfigurationError, StorageError
 
@@ -143,7 +143,7 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
             self._load_routes(get_resolver())
         info = RequestInfo.from_environ(request.META)
         # path_info is what Django routes, already decoded (ASGI and WSGI alike).
-        info.path = normalize_path(request.path_info)
+        info.path, info.routed_path = request_paths(request.path_info)
         plan = self.policy.plan(info)
         request.ratelimit = None
         return plan

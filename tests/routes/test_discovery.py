@@ -527,3 +527,27 @@ async def test_decorated_route_one_script_call_per_request(
         commands = client_commands(monitor.stop())
     await app.limiter.aclose()  # type: ignore[union-attr]
     assert commands == ["EVALSHA"] * 3
+
+
+async def test_a_second_layer_of_escapes_cannot_leave_a_decorated_route() -> None:
+    @limit("1/minute")
+    async def note(request: Request) -> Response:
+        return PlainTextResponse(request.path_params["slug"])
+
+    app = RateLimitMiddleware(
+        Starlette(routes=[Route("/notes/{slug}", note), Route("/health", health)]),
+        storage="memory://", default_limits="60/minute")
+    # The server decodes %25 once: Starlette serves /notes/{slug} with slug
+    # "..%2Fhealth", which decoding again would read as the exempt /health.
+    responses = await asgi_requests(app, "GET", ["/notes/..%252Fhealth"] * 2)
+    assert [r.text for r in responses][:1] == ["..%2Fhealth"]
+    assert statuses(responses) == [200, 429]
+    assert {policy(r) for r in responses} == {"/notes/{slug}"}
+
+
+def test_a_second_layer_of_escapes_cannot_leave_a_decorated_flask_view() -> None:
+    app = flask_app()
+    # werkzeug serves /files/<path:name> with name "..%2F..%2Fhealth".
+    responses = wsgi_requests(app, "GET", ["/files/..%252F..%252Fhealth"] * 3)
+    assert statuses(responses) == [200, 200, 429]
+    assert {policy(r) for r in responses} == {"/files/<path:name>"}
