@@ -163,11 +163,15 @@ def _read_litestar(app: Any) -> Routes:
         parts: list[Part] = []
         pos = 0
         path: str = route.path
+        widened = []
         for match in _LITESTAR_PARAM.finditer(path):
             parts.append(Part(path[pos:match.start()]))
             # A "path" parameter takes the rest, slashes and all; any other type is one
             # segment the type's parser then checks (a superset of what it accepts).
-            parts.append(Part(match.group(0), ".*" if match.group(2) == "path" else "[^/]+"))
+            kind = match.group(2) or "str"
+            parts.append(Part(match.group(0), ".*" if kind == "path" else "[^/]+"))
+            if kind not in ("str", "path"):
+                widened.append(match.group(0))
             pos = match.end()
         parts.append(Part(path[pos:]))
         parts = [p for p in parts if p.text or p.regex is not None]
@@ -177,9 +181,10 @@ def _read_litestar(app: Any) -> Routes:
             if handler is None:
                 continue
             methods = getattr(handler, "http_methods", None)
-            routes.append(Route(path or "/", tuple(parts),
-                                frozenset(methods) if methods else None,
-                                (getattr(handler, "fn", None), handler)))
+            routes.append(Route(
+                path or "/", tuple(parts), frozenset(methods) if methods else None,
+                (getattr(handler, "fn", None), handler),
+                f"{', '.join(widened)} matched as any one segment" if widened else None))
     return Routes("litestar", tuple(routes), static_first=True)
 
 

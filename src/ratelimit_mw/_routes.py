@@ -281,8 +281,9 @@ def _placed(marked: Rule, route: Route, excluded: frozenset[str] = frozenset()) 
                                        regex=_matcher(route, excluded))
         object.__setattr__(rule, "_compiled", compiled)
     if route.note is not None:
-        logger.warning("route %s: %s; its limits may cover more paths than the route",
-                       route.display, route.note)
+        # Wider, never narrower: said once, at start-up, not a fault.
+        logger.info("route %s: %s; its limits may cover more paths than the route",
+                    route.display, route.note)
     return rule
 
 
@@ -380,8 +381,16 @@ class RouteLoader:
     def _build(options: MiddlewareOptions, candidates: Sequence[object]) -> Policy | None:
         from ._routers import read_routes
 
-        routes = read_routes(candidates)
         explicit: tuple[Rule, ...] = tuple(options.rules)
+        try:
+            routes = read_routes(candidates)
+        except Exception:
+            # A framework's internals changed under an adapter: the explicit rules still
+            # apply, and the decorators' limits do not, which must be loud.
+            logger.warning("could not read the routes of %r: @limit/@exempt on its "
+                           "endpoints are not applied and rules are not checked",
+                           candidates[-1] if candidates else None, exc_info=True)
+            return None
         if routes is None:
             level = logging.WARNING if (_marked or _marked_unweakable) else logging.INFO
             logger.log(level, "no router found in %r: @limit/@exempt on its endpoints are "

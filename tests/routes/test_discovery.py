@@ -551,3 +551,29 @@ def test_a_second_layer_of_escapes_cannot_leave_a_decorated_flask_view() -> None
     responses = wsgi_requests(app, "GET", ["/files/..%252F..%252Fhealth"] * 3)
     assert statuses(responses) == [200, 200, 429]
     assert {policy(r) for r in responses} == {"/files/<path:name>"}
+
+
+async def test_a_router_that_fails_to_read_is_said_and_rules_still_apply(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ratelimit_mw")
+
+    def broken(candidates: Any) -> Any:
+        raise AttributeError("a framework's internals changed")
+
+    monkeypatch.setattr(routers, "read_routes", broken)
+    app = RateLimitMiddleware(starlette_app(), storage="memory://", default_limits="60/minute",
+                              rules=[Rule("/plain", "1/minute")])
+    responses = await asgi_requests(app, "GET", ["/plain", "/plain"])
+    assert statuses(responses) == [200, 429]
+    said = [r for r in caplog.records if "could not read the routes" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
+
+
+async def test_litestar_widened_parameters_are_said(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ratelimit_mw")
+    app = RateLimitMiddleware(litestar_app(), storage="memory://", default_limits="60/minute")
+    await asgi_requests(app, "GET", ["/api/items/1"])
+    notes = [r.getMessage() for r in caplog.records if "matched as any one segment" in
+             r.getMessage()]
+    assert notes == ["route /api/items/{item_id:int}: {item_id:int} matched as any one "
+                     "segment; its limits may cover more paths than the route"]
