@@ -577,3 +577,23 @@ async def test_litestar_widened_parameters_are_said(caplog: pytest.LogCaptureFix
              r.getMessage()]
     assert notes == ["route /api/items/{item_id:int}: {item_id:int} matched as any one "
                      "segment; its limits may cover more paths than the route"]
+
+
+@pytest.mark.redis
+def test_decorated_flask_view_one_script_call_per_request(
+        private_redis: PrivateRedis, tmp_path: Path) -> None:
+    app = flask_app()
+    middleware = app.wsgi_app
+    # Rebuilt on the private Redis, as the WSGI middleware a server would run.
+    app.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
+        middleware.app, storage=private_redis.url,  # type: ignore[attr-defined]
+        default_limits="60/minute")
+    transport = httpx.WSGITransport(app, remote_addr=CLIENT)
+    with httpx.Client(transport=transport, base_url="http://testserver") as client:
+        client.post("/login")  # warm up: connect, load the script, read the router
+        monitor = Monitor(private_redis.port, tmp_path / "monitor.txt")
+        assert [client.post("/login").status_code, client.get("/reports/1").status_code,
+                client.get("/files/a/b").status_code] == [200, 200, 200]
+        commands = client_commands(monitor.stop())
+    app.wsgi_app.limiter.close()  # type: ignore[attr-defined]
+    assert commands == ["EVALSHA"] * 3
