@@ -244,6 +244,11 @@ def _is_django(obj: object) -> bool:
         handlers is not None and isinstance(obj, handlers.BaseHandler)))
 
 
+#: Anchors and look-behinds a re_path() may hold inside: composed after its prefix they
+#: would no longer mean what they mean to Django.
+_INNER_ANCHOR = re.compile(r"(?<!\\)(?:\^|\$)|\\[AZbB]|\(\?<[=!]")
+
+
 def _django_piece(regex: str, leaf: bool) -> str:
     # Django searches a pattern (re.search) unless it is anchored: a pattern without '^'
     # may start anywhere, a leaf without '$' or '\Z' may end anywhere.
@@ -255,18 +260,25 @@ def _django_piece(regex: str, leaf: bool) -> str:
             piece = piece[:-1]
         else:
             piece += ".*"
+    if _INNER_ANCHOR.search(piece.replace("[^", "[")):
+        # Fail safe: anything at this level (read_routes says so through the note).
+        return ".*"
     return piece
 
 
 _DJANGO_PARAM = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<parameter>[^>]+)>")
 
 
-def _django_parts(pattern: Any, regex: str, leaf: bool) -> list[Part]:
+def _django_parts(pattern: Any, regex: str, leaf: bool) -> tuple[list[Part], str | None]:
     """A ``path()`` pattern as literal text and its converters' regexes; a ``re_path()``
-    (or anything else) as its whole regex."""
+    (or anything else) as its whole regex. The note says when that had to be widened."""
     resolvers: Any = sys.modules["django.urls.resolvers"]
     if not isinstance(pattern, resolvers.RoutePattern):
-        return [Part(str(pattern), _django_piece(regex, leaf))]
+        piece = _django_piece(regex, leaf)
+        widened = piece == ".*" and regex.lstrip("^") not in ("", ".*", ".*$")
+        note = f"{str(pattern)!r} has inner anchors: matched as any text" if (
+            widened) else None
+        return [Part(str(pattern), piece)], note
     route = str(pattern)
     parts: list[Part] = []
     pos = 0
@@ -276,7 +288,7 @@ def _django_parts(pattern: Any, regex: str, leaf: bool) -> list[Part]:
         parts.append(Part(match.group(0), getattr(converter, "regex", "[^/]+")))
         pos = match.end()
     parts.append(Part(route[pos:]))
-    return [p for p in parts if p.text or p.regex is not None]
+    return [p for p in parts if p.text or p.regex is not None], None
 
 
 def _read_django(_: Any) -> Routes:
@@ -286,7 +298,8 @@ def _read_django(_: Any) -> Routes:
     routes: list[Route] = []
     notes: list[str] = []
 
-    def walk(patterns: Sequence[Any], prefix: list[Part], display: str) -> None:
+    def walk(patterns: Sequence[Any], prefix: list[Part], display: str,
+             widened: str | None) -> None:
         for entry in patterns:
             pattern = entry.pattern
             regex = getattr(getattr(pattern, "regex", None), "pattern", None)
@@ -294,17 +307,17 @@ def _read_django(_: Any) -> Routes:
             if not isinstance(regex, str):
                 notes.append(f"{shown!r}: a pattern without a regex is not read")
                 continue
+            parts, note = _django_parts(pattern, regex, isinstance(entry, URLPattern))
             if isinstance(entry, URLResolver):
-                walk(entry.url_patterns, [*prefix, *_django_parts(pattern, regex, False)],
-                     shown)
+                walk(entry.url_patterns, [*prefix, *parts], shown, note or widened)
             elif isinstance(entry, URLPattern):
                 callback = entry.callback
                 routes.append(Route(
-                    "/" + shown, (Part("/"), *prefix, *_django_parts(pattern, regex, True)),
-                    None, (callback, getattr(callback, "view_class", None),
-                           getattr(callback, "cls", None))))
+                    "/" + shown, (Part("/"), *prefix, *parts), None,
+                    (callback, getattr(callback, "view_class", None),
+                     getattr(callback, "cls", None)), note or widened))
 
-    walk(urls.get_resolver().url_patterns, [], "")
+    walk(urls.get_resolver().url_patterns, [], "", None)
     return Routes("django", tuple(routes), tuple(notes))
 
 

@@ -27,6 +27,7 @@ CostFunc: TypeAlias = Callable[[RequestInfo], int]
 #: ``exempt_when=``: ``True`` lets the request through unlimited and uncounted.
 ExemptFunc: TypeAlias = Callable[[RequestInfo], bool]
 
+
 class PathMatcher(Protocol):
     """What matches a rule's dynamic paths: a compiled template, or a router's own
     pattern (rules found from an app's routes, ``_routes.py``)."""

@@ -597,3 +597,21 @@ def test_decorated_flask_view_one_script_call_per_request(
         commands = client_commands(monitor.stop())
     app.wsgi_app.limiter.close()  # type: ignore[attr-defined]
     assert commands == ["EVALSHA"] * 3
+
+
+def test_django_pattern_with_inner_anchors_is_widened_and_said(
+        django_wsgi: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from django.conf import settings
+
+    caplog.set_level(logging.INFO, logger="ratelimit_mw")
+    monkeypatch.setattr(settings, "ROOT_URLCONF", "tests.routes.django_urls_anchors")
+    app = WSGIRateLimitMiddleware(django_wsgi, storage="memory://",
+                                  default_limits="60/minute")
+    responses = wsgi_requests(app, "GET", ["/legacy/new", "/legacy/new", "/legacy/new"])
+    assert statuses(responses) == [200, 200, 429]
+    # Wider, not narrower: the limit also covers paths the pattern may not route.
+    [other] = wsgi_requests(app, "GET", ["/elsewhere"])
+    assert policy(other) == "/^legacy/(?:^old|new)$"
+    notes = [r.getMessage() for r in caplog.records if "inner anchors" in r.getMessage()]
+    assert len(notes) == 1
