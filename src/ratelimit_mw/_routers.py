@@ -8,6 +8,7 @@ regexes are the router's own converters', so a rule matches what the route match
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -40,18 +41,35 @@ def wrapped_chain(candidates: Sequence[object]) -> Iterator[object]:
             continue
         seen.add(id(obj))
         yield obj
+        queue += _wrapped_by(obj)
+
+
+def _wrapped_by(obj: object) -> list[object]:
+    """The callables *obj* holds; none when reading them fails (a proxy such as
+    werkzeug's ``current_app`` raises outside its context)."""
+    with contextlib.suppress(Exception):
         inner = [getattr(obj, name, None) for name in _WRAPPED]
         if not isinstance(obj, type) and hasattr(obj, "__dict__"):
             inner += list(vars(obj).values())
-        queue += [value for value in inner if value is not None and callable(value)]
+        return [value for value in inner if value is not None and callable(value)]
+    return []
 
 
 def find_app(candidates: Sequence[object]) -> tuple[str, Any] | None:
     """The first framework app or router in *candidates* or what they wrap."""
     for obj in wrapped_chain(candidates):
+        framework = _framework_of(obj)
+        if framework is not None:
+            return framework, obj
+    return None
+
+
+def _framework_of(obj: object) -> str | None:
+    # isinstance() asks a proxy for its __class__, which may raise outside its context.
+    with contextlib.suppress(Exception):
         for framework, test in _DETECTORS:
             if test(obj):
-                return framework, obj
+                return framework
     return None
 
 

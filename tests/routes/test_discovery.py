@@ -615,3 +615,22 @@ def test_django_pattern_with_inner_anchors_is_widened_and_said(
     assert policy(other) == "/^legacy/(?:^old|new)$"
     notes = [r.getMessage() for r in caplog.records if "inner anchors" in r.getMessage()]
     assert len(notes) == 1
+
+
+def test_a_proxy_in_the_wrapper_chain_does_not_stop_the_search() -> None:
+    app = flask_app()
+
+    class Dispatcher:
+        """A WSGI wrapper of yours holding Flask's proxy beside the app."""
+
+        def __init__(self, wrapped: Any) -> None:
+            self.current = flask.current_app  # raises on any attribute outside a context
+            self.wrapped = wrapped
+
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            return self.wrapped(environ, start_response)
+
+    middleware = WSGIRateLimitMiddleware(Dispatcher(app), storage="memory://",
+                                         default_limits="60/minute")
+    wsgi_requests(middleware, "POST", ["/login"])
+    assert [rule.name for rule in middleware.policy.table.rules][:1] == ["/login"]
