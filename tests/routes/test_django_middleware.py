@@ -127,3 +127,22 @@ def test_bad_settings_name_what_to_change(configure: Any, ratelimit: dict[str, A
     with pytest.raises(ConfigurationError) as raised:
         configure(ratelimit)
     assert message in str(raised.value)
+
+
+def test_cli_lists_the_routes_of_a_django_project(configure: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import tests.routes.cli_apps as cli_apps
+    from ratelimit_mw.cli import main
+
+    app = configure({"storage": "memory://", "default_limits": "7/minute",
+                     "rules": [{"path": "/plian", "limits": "1/minute"}]})
+    monkeypatch.setattr(cli_apps, "django_project", app, raising=False)
+    out = io.StringIO()
+    assert main(["config", "--app", "tests.routes.cli_apps:django_project"], out=out) == 0
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert lines[0] == "limits from the middleware in the app"
+    assert "* /login /login: 2 per 1 minute [@limit]" in lines
+    assert "* /plain default: 7/minute" in lines
+    assert lines[-2:] == ["rules that match no route:", "Rule('/plian')"]
