@@ -44,8 +44,9 @@ class RateLimit:
     ``RATELIMIT_ENABLED``, ...) plus ``RATELIMIT_RULES`` (`Rule`s or tables as in the
     TOML file), ``RATELIMIT_KEY`` (a key function or a table), ``RATELIMIT_CONFIG`` (a
     TOML file under them) and the middleware's callables (``RATELIMIT_ON_EVENT``, ...).
-    Keyword arguments given here win over ``app.config``. The process environment is
-    not read behind your back: ``app.config.from_prefixed_env()`` brings it in.
+    Keyword arguments given here win over ``app.config``; *limited_app*, a WSGI app,
+    answers refused requests instead of the 429 problem body. The process environment
+    is not read behind your back: ``app.config.from_prefixed_env()`` brings it in.
 
     `ratelimit_mw.limit` and `ratelimit_mw.exempt` work on views and blueprints; the
     decision of a request is in ``flask.g.ratelimit`` (``None`` when exempt). The
@@ -56,8 +57,10 @@ class RateLimit:
     ``RATELIMIT_KEY`` (`ratelimit_mw.keys.client_ip`).
     """
 
-    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+    def __init__(self, app: Flask | None = None, *, limited_app: Any = None,
+                 **options: Any) -> None:
         self._options = options
+        self._limited_app = limited_app
         if app is not None:
             self.init_app(app)
 
@@ -70,7 +73,8 @@ class RateLimit:
                 if key.startswith(CONFIG_PREFIX)}
         data.update(self._options)
         options = options_from(data, "app.config", name_of=_config_name)
-        middleware = WSGIRateLimitMiddleware(app.wsgi_app, **options.kwargs())
+        middleware = WSGIRateLimitMiddleware(app.wsgi_app, limited_app=self._limited_app,
+                                             **options.kwargs())
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.extensions[_EXTENSION] = middleware
         app.before_request(_expose_decision)

@@ -121,3 +121,16 @@ def test_drift_warning(caplog: pytest.LogCaptureFixture) -> None:
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == ["Rule('/shopp/{id}') matches no route of the flask app: check its "
                       "path (a typo, or a route renamed?)"]
+
+
+def test_limited_app_answers_refusals() -> None:
+    def too_many(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        decision: Decision = environ["ratelimit_mw.decision"]
+        start_response("429 Too Many Requests", [("Content-Type", "text/plain")])
+        return [f"slow down ({decision.violated[0]})".encode()]
+
+    app = build({"RATELIMIT_STORAGE": "memory://"}, limited_app=too_many)
+    responses = get(app, "POST", ["/login"] * 4)
+    assert responses[3].status_code == 429
+    assert responses[3].text == "slow down (/login)"
+    assert responses[3].headers["x-ratelimit-remaining"] == "0"
