@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from ratelimit_mw import Decision, RateLimitMiddleware, Rule, keys
+from ratelimit_mw import Decision, RateLimitMiddleware, Rule, keys, limit
 
+# Limits can also sit on the endpoint (see login below); rules here are tried first.
 RULES = [
-    Rule("/login", "5/minute", methods=["POST"]),
     # /items/1 and /items/2 share this counter: ids are not a way around the limit.
     Rule("/items/{id}", "10/minute"),
     # The budget belongs to the API key, wherever its requests come from; callers without
@@ -67,7 +67,9 @@ def build_api() -> FastAPI:
     async def home(request: Request) -> str:
         return USAGE.format(base=str(request.base_url).rstrip("/"))
 
+    # Found from FastAPI's routes at startup, under the route's path and method (POST).
     @api.post("/login")
+    @limit("5/minute")
     async def login() -> dict[str, str]:
         return {"status": "ok", "detail": "this demo checks no passwords"}
 

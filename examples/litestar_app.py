@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Sequence
 from litestar import Litestar, MediaType, Request, WebSocket, get, post, websocket
 from litestar.response import Stream
 
-from ratelimit_mw import Decision, RateLimitMiddleware, Rule
+from ratelimit_mw import Decision, RateLimitMiddleware, Rule, limit
 
+# Limits can also sit on the handler (see login below); rules here are tried first.
 RULES = [
-    Rule("/login", "5/minute", methods=["POST"]),
     # /items/1 and /items/2 share this counter: ids are not a way around the limit.
     Rule("/items/{id}", "10/minute"),
     Rule("/health", exempt=True),
@@ -61,7 +61,9 @@ async def home(request: Request) -> str:
 
 
 # Litestar answers a POST with 201 unless told otherwise; a login creates nothing.
+# Found from Litestar's routes, under the handler's path and methods (POST).
 @post("/login", status_code=200)
+@limit("5/minute")
 async def login() -> dict[str, str]:
     return {"status": "ok", "detail": "this demo checks no passwords"}
 

@@ -17,6 +17,7 @@ from ._core import Decision, Plan, PlanItem, Policy, Quota
 from ._options import MiddlewareOptions
 from ._request import RequestInfo
 from ._response import ResponseInfo
+from ._routes import exempt, limit
 from ._rules import Limit, Rule
 from ._storage.limiter import AsyncRateLimiter, RateLimiter
 from ._storage.redis import RedisOptions
@@ -62,5 +63,7 @@ __all__ = [
     "StorageUnavailableError",
     "WSGIRateLimitMiddleware",
     "WSGIResponseCacheMiddleware",
+    "exempt",
     "keys",
+    "limit",
 ]

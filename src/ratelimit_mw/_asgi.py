@@ -95,6 +95,8 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         self._owns_limiter = self.enabled and self.options.limiter is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._routes is not None:
+            self._load_routes(scope.get("app"), scope.get("litestar_app"))
         kind = scope["type"]
         if kind not in self._kinds:
             if kind == "lifespan" and self._owns_limiter:

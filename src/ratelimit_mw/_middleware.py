@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._core import Decision, Plan
 from ._options import MiddlewareKwargs, MiddlewareOptions
+from ._routes import RouteLoader
 from ._storage.limiter import AsyncRateLimiter, RateLimiter
 from ._storage.memory import MemoryStore
 from .errors import ConfigurationError, StorageError, StorageUnavailableError
@@ -55,6 +56,8 @@ class MiddlewareBase(Generic[L, A]):
                 f"{self._limiter_class.__name__}"
             )
         self._fallback: MemoryStore | None = None
+        #: Reads the app's routes once (``@limit``, the drift check); ``None`` once done.
+        self._routes: RouteLoader | None = RouteLoader() if settings.enabled else None
         if not settings.enabled:
             # Off means off: building a limiter may open a pool or resolve a URL, and a
             # switched-off middleware must not depend on a storage being there.
@@ -77,6 +80,20 @@ class MiddlewareBase(Generic[L, A]):
         # "memory": the same rules, counted in this process, while the storage is down.
         if settings.on_storage_error == "memory":
             self._fallback = MemoryStore(limiter.strategy_name)
+
+    def _load_routes(self, *found: object) -> None:
+        """Add the rules declared on the app's routes to the policy, once.
+
+        Called at lifespan startup or the first request, with what the server or the
+        framework handed over (``scope["app"]``); the wrapped app is searched after it.
+        """
+        loader = self._routes
+        if loader is None:
+            return
+        policy = loader.load(self.options, (*found, self.app))
+        if policy is not None:
+            self.policy = policy
+        self._routes = None
 
     def _report(self, plan: Plan, decision: Decision, started: float,
                 error: StorageError | None) -> bool:

@@ -7,10 +7,27 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["RequestInfo", "normalize_path"]
+__all__ = ["RequestInfo", "normalize_path", "request_paths"]
 
 
-def normalize_path(path: str) -> str:
+def request_paths(path: str) -> tuple[str, str | None]:
+    """The normalised path of *path* (as a server decoded it), and the path the router
+    sees when that differs (``None`` when it does not).
+
+    `normalize_path` decodes what percent-escapes the server left (a second layer), so
+    ``/items/..%2Fhealth`` becomes ``/health``, while the router matches
+    ``/items/..%2Fhealth`` against ``/items/{id}``. Rules try the router's view first
+    (`RuleTable.match`), so a second layer of escapes cannot move a request out of the
+    rule of the route that serves it.
+    """
+    normal = normalize_path(path)
+    if "%" not in path:
+        return normal, None
+    routed = normalize_path(path, decode=False)
+    return normal, None if routed == normal else routed
+
+
+def normalize_path(path: str, *, decode: bool = True) -> str:
     """Return the path an application routes, so that variants cannot escape a rule.
 
     Percent-escapes are decoded, empty and ``.`` segments dropped, ``..`` resolved (never
@@ -20,7 +37,7 @@ def normalize_path(path: str) -> str:
     >>> normalize_path("//api/./v1/../v2/items/")
     '/api/v2/items'
     """
-    if "%" in path:
+    if decode and "%" in path:
         # ASGI servers already decode ``path``; decoding what is left errs on the side
         # of matching a rule (over-limiting), never of escaping one.
         path = unquote(path, errors="surrogateescape")
@@ -58,7 +75,7 @@ class RequestInfo:
     """
 
     __slots__ = ("_headers", "_host", "_query", "_raw_headers", "_raw_path", "client",
-                 "method", "path", "scheme")
+                 "method", "path", "routed_path", "scheme")
 
     def __init__(
         self,
@@ -73,8 +90,9 @@ class RequestInfo:
         query: str = "",
     ) -> None:
         self.method = method.upper()
-        #: The normalised path rules are matched against.
-        self.path = normalize_path(path)
+        #: The normalised path rules are matched against; `routed_path`, when not
+        #: ``None``, the path without the second layer of percent-decoding (tried first).
+        self.path, self.routed_path = request_paths(path)
         #: The path as received, before normalisation.
         self._raw_path: str | bytes = path if raw_path is None else raw_path
         self.client = client
@@ -100,7 +118,7 @@ class RequestInfo:
             # what follows it, as Starlette's get_route_path does. A rule for /login must
             # hold behind --root-path /api too.
             path = path[len(root):] or "/"
-        self.path = normalize_path(path)
+        self.path, self.routed_path = request_paths(path)
         # Decoded only if asked for: most requests never need them.
         self._raw_path = scope.get("raw_path") or path
         client = scope.get("client")
@@ -125,7 +143,7 @@ class RequestInfo:
             # A server that already decoded to str (not PEP 3333, but seen) is kept as is.
             with contextlib.suppress(UnicodeEncodeError):
                 path = path.encode("latin-1").decode("utf-8", "surrogateescape")
-        self.path = normalize_path(path)
+        self.path, self.routed_path = request_paths(path)
         self._raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
         self.client = environ.get("REMOTE_ADDR") or None
         self.scheme = environ.get("wsgi.url_scheme", "http")

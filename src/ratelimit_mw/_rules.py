@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from limits import RateLimitItem, parse_many
 
@@ -15,8 +15,8 @@ from ._response import CountFunc, ResponseCostFunc, Settle
 from .errors import ConfigurationError
 from .keys import KeyFunc
 
-__all__ = ["CompiledRule", "ExemptFunc", "Limit", "LimitsFunc", "LimitsSpec", "Rule",
-           "RuleTable", "limits_function", "parse_layers", "parse_limits"]
+__all__ = ["CompiledRule", "ExemptFunc", "Limit", "LimitsFunc", "LimitsSpec", "PathMatcher",
+           "Rule", "RuleTable", "limits_function", "parse_layers", "parse_limits"]
 
 #: Rates: ``"10/minute"``, ``"10/second;1000/hour"``, a ``limits`` item, or a list of them.
 RateSpec: TypeAlias = "str | RateLimitItem | Sequence[str | RateLimitItem]"
@@ -28,6 +28,14 @@ LimitsFunc: TypeAlias = Callable[[RequestInfo], "LimitsSpec | None"]
 CostFunc: TypeAlias = Callable[[RequestInfo], int]
 #: ``exempt_when=``: ``True`` lets the request through unlimited and uncounted.
 ExemptFunc: TypeAlias = Callable[[RequestInfo], bool]
+
+
+class PathMatcher(Protocol):
+    """What matches a rule's dynamic paths: a compiled template, or a router's own
+    pattern (rules found from an app's routes, ``_routes.py``)."""
+
+    def fullmatch(self, string: str, /) -> object: ...
+
 
 #: The namespace of every limit item this package creates; the first part of its keys.
 NAMESPACE = "rl"
@@ -323,7 +331,7 @@ class CompiledRule:
     """A `Rule` checked and prepared for matching."""
 
     template: str
-    regex: re.Pattern[str] | None
+    regex: PathMatcher | None
     methods: frozenset[str] | None
     #: The rule's limits as layers (`parse_layers`); empty when chosen per request.
     layers: tuple[Limit, ...]
@@ -462,8 +470,22 @@ class RuleTable:
         return self._rules
 
     def match(self, request: RequestInfo) -> CompiledRule | None:
-        """The first rule for *request*'s normalised path and method, or ``None``."""
-        path, method = request.path, request.method
+        """The first rule for *request*'s normalised path and method, or ``None``.
+
+        Where a second layer of percent-escapes changes the path (`request_paths`), the
+        path the router sees is tried first: the rule of the route that serves the
+        request wins. The decoded path is tried next, but cannot exempt a request.
+        """
+        routed = request.routed_path
+        if routed is None:
+            return self._match(request.path, request.method)
+        found = self._match(routed, request.method)
+        if found is not None:
+            return found
+        found = self._match(request.path, request.method)
+        return None if found is not None and found.exempt else found
+
+    def _match(self, path: str, method: str) -> CompiledRule | None:
         best: CompiledRule | None = None
         best_index = len(self._rules)
         for index, rule in self._static.get(path, ()):

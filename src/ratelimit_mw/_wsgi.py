@@ -71,6 +71,8 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.enabled:
             return self.app(environ, start_response)
+        if self._routes is not None:
+            self._load_routes()
         plan = self.policy.plan(RequestInfo.from_environ(environ))
         if plan is None:
             return self.app(environ, start_response)

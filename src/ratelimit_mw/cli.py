@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd = commands.add_parser("config", help="print the effective configuration, "
                                                     "secrets masked")
     config_cmd.add_argument("--config", help="TOML file (default: $RATELIMIT_CONFIG)")
+    config_cmd.add_argument("--app", metavar="MODULE:APP",
+                            help="list the routes of this app with the limits that apply "
+                                 "to each, and the rules that match no route")
 
     demo_cmd = commands.add_parser("demo", help="serve a demo app behind the middleware "
                                                 "(memory storage)")
@@ -302,6 +305,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return demo(args.host, args.port, out)
         settings = load_settings(args.config)
         if args.command == "config":
+            if args.app:
+                from ._options import MiddlewareOptions
+                from ._routes_report import report_routes
+
+                return report_routes(args.app, out,
+                                     MiddlewareOptions(**settings.middleware_options()))
             return show_config(settings, out)
         return inspect(args, settings, out, clear=args.command == "reset")
     except RateLimitMWError as error:  # configuration and storage errors, said plainly

@@ -198,3 +198,37 @@ def test_flask_limiter_html_429(page_env: Path, redis_url: str) -> None:
     assert responses[5].status_code == 429
     assert responses[5].headers["content-type"].startswith("text/html")
     assert "<p>/login</p>" in responses[5].text
+
+
+def test_routes_page_decorated_login_and_rules(page_env: Path, redis_url: str) -> None:
+    run = run_page(DOCS / "routes.md", redis_url)
+    app = run.after("@limit(\"5/minute\")")["app"]
+    responses = asgi_requests(app, [("POST", "/login")] * 6 + [("GET", "/health")])
+    assert [r.status_code for r in responses] == [200] * 5 + [429, 200]
+    assert responses[0].headers["ratelimit-policy"] == '"/login";q=5;w=60'
+    assert "ratelimit-policy" not in responses[6].headers
+
+
+def test_quickstart_decorated_starlette(page_env: Path, redis_url: str) -> None:
+    run = run_page(DOCS / "quickstart.md", redis_url)
+    app = run.after("from ratelimit_mw import exempt, limit")["app"]
+    responses = asgi_requests(app, [("POST", "/login")] * 6 + [("GET", "/search")])
+    assert [r.status_code for r in responses] == [200] * 5 + [429, 200]
+    assert responses[6].json() == {"remaining": [9, 999]}
+
+
+def test_quickstart_flask_extension(page_env: Path, redis_url: str) -> None:
+    run = run_page(DOCS / "quickstart.md", redis_url)
+    app = run.after("from ratelimit_mw.flask import RateLimit")["app"]
+    responses = wsgi_requests(app, [("POST", "/login")] * 6 + [("GET", "/health")])
+    assert [r.status_code for r in responses] == [200] * 5 + [429, 200]
+    assert [r.json()["remaining"] for r in responses[:5]] == [4, 3, 2, 1, 0]
+
+
+def test_slowapi_decorated_fastapi_app(page_env: Path, redis_url: str) -> None:
+    run = run_page(DOCS / "migrating-slowapi.md", redis_url)
+    app = run.after("from ratelimit_mw import exempt, limit")["app"]
+    responses = asgi_requests(app, [("POST", "/login")] * 6 + [("GET", "/health")])
+    assert [r.status_code for r in responses] == [200] * 5 + [429, 200]
+    assert responses[0].headers["x-ratelimit-limit"] == "5"
+    assert "x-ratelimit-limit" not in responses[6].headers  # @exempt

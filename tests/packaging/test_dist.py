@@ -54,6 +54,13 @@ NOT_EXPORTED = {
     # by Rule and Policy.
     "ratelimit_mw._response.Settle",
     "ratelimit_mw._core.Penalty",
+    # Route discovery's own types: what an adapter reads from a router, the loader the
+    # middlewares call, and the matcher protocol of a compiled rule; users write @limit.
+    "ratelimit_mw._routes.Part",
+    "ratelimit_mw._routes.Route",
+    "ratelimit_mw._routes.Routes",
+    "ratelimit_mw._routes.RouteLoader",
+    "ratelimit_mw._rules.PathMatcher",
 }
 
 

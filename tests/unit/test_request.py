@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ratelimit_mw._request import RequestInfo, normalize_path
+from ratelimit_mw._request import RequestInfo, normalize_path, request_paths
 from tests.helpers import LOGIN_VARIANTS
 
 # --- normalize_path --------------------------------------------------------------------
@@ -345,3 +345,23 @@ def test_raw_path_and_query_decode_lazily() -> None:
     environ = RequestInfo.from_environ({"PATH_INFO": "/a", "QUERY_STRING": "q=1",
                                         "RAW_URI": "/a?q=1"})
     assert (environ.raw_path, environ.query) == ("/a?q=1", "q=1")
+
+
+@pytest.mark.parametrize(
+    ("path", "normal", "routed"),
+    [
+        ("/login", "/login", None),
+        ("/log%69n", "/login", "/log%69n"),
+        # A second layer of escapes that makes a separator or a step up: the router sees
+        # one segment, the decoded path another route.
+        ("/items/..%2Fhealth", "/health", "/items/..%2Fhealth"),
+        ("/items/a%2Fb/", "/items/a/b", "/items/a%2Fb"),
+        # '%' alone decodes to itself: one view, no second.
+        ("/100%", "/100%", None),
+    ],
+)
+def test_request_paths_keep_the_routers_view(path: str, normal: str,
+                                             routed: str | None) -> None:
+    assert request_paths(path) == (normal, routed)
+    info = RequestInfo("GET", path)
+    assert (info.path, info.routed_path) == (normal, routed)

@@ -423,3 +423,17 @@ def test_redis_options_reject_non_finite(value: float) -> None:
 
     with pytest.raises(ConfigurationError, match="socket_timeout"):
         RedisOptions(socket_timeout=value)
+
+
+def test_a_second_layer_of_escapes_cannot_leave_the_routes_rule() -> None:
+    # The server decoded /items/..%252Fhealth once: the router serves /items/{id} with
+    # id "..%2Fhealth"; decoding again would read /health, an exempt rule.
+    rules = [Rule("/health", exempt=True), Rule("/items/{id}", "1/minute"),
+             Rule("/admin/{rest:path}", "1/minute")]
+    assert matched_name(rules, "/items/..%2Fhealth") == "/items/{id}"
+    # No rule for the router's view: the decoded path's rule applies, as before...
+    assert matched_name(rules, "/admin%2fx") == "/admin/{rest:path}"
+    # ...but it cannot exempt the request (it gets the defaults instead).
+    assert matched_name(rules, "/other/..%2Fhealth") is None
+    table = RuleTable(rules)
+    assert table.match(RequestInfo("GET", "/health")) is not None

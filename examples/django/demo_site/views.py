@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from ratelimit_mw import Decision
+from ratelimit_mw import Decision, limit
 
 USAGE = """\
 ratelimit-mw demo: Django at {base}
@@ -40,6 +40,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return HttpResponse(USAGE.format(base=base), content_type="text/plain")
 
 
+@limit("5/minute")
 @require_POST
 def login(request: HttpRequest) -> HttpResponse:
     # No CsrfViewMiddleware in this demo; a real login form keeps it.
