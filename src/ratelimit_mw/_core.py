@@ -438,7 +438,12 @@ class Policy:
                 return None
         if len(layers) == 1:
             layer = layers[0]
-            identity = _identity(layer.keys, request)
+            identity = None
+            for function in layer.keys:  # _identity(), inline: the common path
+                identity = function(request)
+                if identity is not None:
+                    break
+            assert identity is not None  # client_ip() always answers
             # Plans are immutable and the same client asks again and again: reuse them.
             # The cache is bounded (cleared when full), so a flood of identities only
             # costs the building we would have done anyway. Keyed by the entry itself:

@@ -21,10 +21,13 @@ def request_paths(path: str) -> tuple[str, str | None]:
     rule of the route that serves it.
     """
     normal = normalize_path(path)
-    if "%" not in path:
-        return normal, None
+    return normal, _routed(path, normal) if "%" in path else None
+
+
+def _routed(path: str, normal: str) -> str | None:
+    """`request_paths`' second answer for a *path* with percent-escapes."""
     routed = normalize_path(path, decode=False)
-    return normal, None if routed == normal else routed
+    return None if routed == normal else routed
 
 
 def normalize_path(path: str, *, decode: bool = True) -> str:
@@ -92,7 +95,9 @@ class RequestInfo:
         self.method = method.upper()
         #: The normalised path rules are matched against; `routed_path`, when not
         #: ``None``, the path without the second layer of percent-decoding (tried first).
-        self.path, self.routed_path = request_paths(path)
+        # request_paths(), inline: this runs for every request.
+        self.path = normal = normalize_path(path)
+        self.routed_path = _routed(path, normal) if "%" in path else None
         #: The path as received, before normalisation.
         self._raw_path: str | bytes = path if raw_path is None else raw_path
         self.client = client
@@ -118,7 +123,9 @@ class RequestInfo:
             # what follows it, as Starlette's get_route_path does. A rule for /login must
             # hold behind --root-path /api too.
             path = path[len(root):] or "/"
-        self.path, self.routed_path = request_paths(path)
+        # request_paths(), inline: this runs for every request.
+        self.path = normal = normalize_path(path)
+        self.routed_path = _routed(path, normal) if "%" in path else None
         # Decoded only if asked for: most requests never need them.
         self._raw_path = scope.get("raw_path") or path
         client = scope.get("client")
@@ -143,7 +150,9 @@ class RequestInfo:
             # A server that already decoded to str (not PEP 3333, but seen) is kept as is.
             with contextlib.suppress(UnicodeEncodeError):
                 path = path.encode("latin-1").decode("utf-8", "surrogateescape")
-        self.path, self.routed_path = request_paths(path)
+        # request_paths(), inline: this runs for every request.
+        self.path = normal = normalize_path(path)
+        self.routed_path = _routed(path, normal) if "%" in path else None
         self._raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
         self.client = environ.get("REMOTE_ADDR") or None
         self.scheme = environ.get("wsgi.url_scheme", "http")

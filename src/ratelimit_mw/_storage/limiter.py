@@ -148,11 +148,8 @@ class _Limiter:
 
     def _in_memory(self, memory: MemoryStore, plan: Plan, consume: bool = True) -> Decision:
         # No I/O: the sync and the async limiter both call this directly.
-        if not consume:
-            quotas = memory.quotas(plan, consume=False)
-            return Decision(all(q.allowed for q in quotas), plan, quotas)
-        if plan.settle is None:
-            quotas = memory.quotas(plan)
+        if plan.settle is None or not consume:
+            quotas = memory.quotas(plan, consume=consume)
             if len(quotas) == 1:
                 return Decision(quotas[0].allowed, plan, quotas)
             return Decision(all(q.allowed for q in quotas), plan, quotas)

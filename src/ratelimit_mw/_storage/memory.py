@@ -103,18 +103,21 @@ class MemoryStore:
         penalty = plan.penalty
         if penalty is None:
             return self._decide(plan, now, consume), 0
-        with self._lock:
-            until = self.penalties.get(penalty.key, 0)
-            held = until - now if until > now else 0
-            values = self._decide_unlocked(plan, now, consume and not held)
-            width = self._spec.width
-            if consume and not held and any(not values[i * width]
-                                            for i in range(penalty.triggers)):
+        # Read, decided and set under the lock each, not across: a thread racing the
+        # refusal that opens the penalty can still be decided by the limits alone, as a
+        # request in flight on another server would be.
+        until = self.penalties.get(penalty.key, 0)
+        held = until - now if until > now else 0
+        values = self._decide(plan, now, consume and not held)
+        width = self._spec.width
+        if consume and not held and any(not values[i * width]
+                                        for i in range(penalty.triggers)):
+            with self._lock:
                 if len(self.penalties) >= self.max_keys:
                     # Bounded like the counters: forget the penalties already served.
                     self.penalties = {k: v for k, v in self.penalties.items() if v > now}
                 self.penalties[penalty.key] = now + penalty.ms
-                held = penalty.ms
+            held = penalty.ms
         return values, held
 
     def settle(self, plan: Plan, deltas: Sequence[int], token: Sequence[int]) -> None:
@@ -128,21 +131,18 @@ class MemoryStore:
 
     def _decide(self, plan: Plan, now: int, consume: bool) -> list[int]:
         with self._lock:
-            return self._decide_unlocked(plan, now, consume)
-
-    def _decide_unlocked(self, plan: Plan, now: int, consume: bool) -> list[int]:
-        seconds = self._seconds
-        if seconds and seconds[0] * 1000 <= now:  # a second has passed: expire
-            self._expire(now)
-        items = plan.items
-        if len(items) == 1:  # nothing to agree with: read and write at once
-            item = items[0]
-            key = item.limit_key or item_key(item)
-            if len(self.data) >= self.max_keys and key not in self.data:
-                key = self._room_for(item, key, now)
-            state, fits = self._read(self, key, item, now, consume)
-            return self._write(self, key, item, state, fits, consume and fits, now)
-        return decide_in_memory(self._algorithm, self, plan, now, consume)
+            seconds = self._seconds
+            if seconds and seconds[0] * 1000 <= now:  # a second has passed: expire
+                self._expire(now)
+            items = plan.items
+            if len(items) == 1:  # nothing to agree with: read and write at once
+                item = items[0]
+                key = item.limit_key or item_key(item)
+                if len(self.data) >= self.max_keys and key not in self.data:
+                    key = self._room_for(item, key, now)
+                state, fits = self._read(self, key, item, now, consume)
+                return self._write(self, key, item, state, fits, consume and fits, now)
+            return decide_in_memory(self._algorithm, self, plan, now, consume)
 
     def penalty(self, key: str) -> float:
         """Seconds left of the penalty stored under *key* (0 when none)."""
