@@ -62,8 +62,7 @@ class MemoryStore:
         self._spec = spec
         self._algorithm = spec.memory
         # Bound once: the single-limit path calls them on every request.
-        self._read = spec.memory.read
-        self._write = spec.memory.write
+        self._one = spec.memory.one
         self._decode = spec.decode
         self._clock = clock
         self._lock = threading.Lock()
@@ -140,8 +139,7 @@ class MemoryStore:
                 key = item.limit_key or item_key(item)
                 if len(self.data) >= self.max_keys and key not in self.data:
                     key = self._room_for(item, key, now)
-                state, fits = self._read(self, key, item, now, consume)
-                return self._write(self, key, item, state, fits, consume and fits, now)
+                return self._one(self, key, item, now, consume)
             return decide_in_memory(self._algorithm, self, plan, now, consume)
 
     def penalty(self, key: str) -> float:

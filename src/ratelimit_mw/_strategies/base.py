@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from .._core import Plan, PlanItem, Quota
 
-__all__ = ["LUA_PRELUDE", "SETTLE_PRELUDE", "Decoder", "MemoryAlgorithm", "StrategySpec",
-           "decide_in_memory"]
+__all__ = ["LUA_PRELUDE", "SETTLE_PRELUDE", "Decoder", "MemoryAlgorithm", "MemoryBase",
+           "StrategySpec", "decide_in_memory"]
 
 #: Turns a script's integers for a plan into one `Quota` per plan item.
 Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
@@ -132,10 +132,33 @@ class MemoryAlgorithm(Protocol):
 
     def expires(self, entry: Any) -> int: ...
 
+    def one(self, table: MemoryTable, key: str, item: PlanItem, now: int,
+            consume: bool) -> list[int]:
+        """`read` then `write` for a plan of one limit, as one call (`MemoryBase` has
+        the plain form; a strategy may fuse them on its hot path)."""
+        ...
+
     def settle(self, table: MemoryTable, key: str, item: PlanItem, delta: int, at: int,
                mark: int, now: int) -> None:
         """Apply *delta* to the reservation decided at *at* (see `SETTLE_PRELUDE`)."""
         ...
+
+
+class MemoryBase:
+    """What every memory algorithm shares: `one` as `read` then `write`."""
+
+    def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,
+             consume: bool) -> tuple[Any, bool]:
+        raise NotImplementedError
+
+    def write(self, table: MemoryTable, key: str, item: PlanItem, state: Any, fits: bool,
+              admit: bool, now: int) -> list[int]:
+        raise NotImplementedError
+
+    def one(self, table: MemoryTable, key: str, item: PlanItem, now: int,
+            consume: bool) -> list[int]:
+        state, fits = self.read(table, key, item, now, consume)
+        return self.write(table, key, item, state, fits, consume and fits, now)
 
 
 def decide_in_memory(algorithm: MemoryAlgorithm, table: MemoryTable, plan: Plan, now: int,

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._core import Plan, PlanItem, Quota
-from .base import MemoryTable, StrategySpec, single_key
+from .base import MemoryBase, MemoryTable, StrategySpec, single_key
 
 __all__ = ["GCRA"]
 
@@ -112,7 +112,7 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-class _Memory:
+class _Memory(MemoryBase):
     """Entries ``[tat_ms, rem]``: the TAT is ``tat_ms + rem / amount``, as in Redis."""
 
     def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._core import Plan, PlanItem, Quota
-from .base import MemoryTable, StrategySpec, single_key
+from .base import MemoryBase, MemoryTable, StrategySpec, single_key
 
 __all__ = ["MOVING_WINDOW"]
 
@@ -87,7 +87,7 @@ class _Log:
         self.window = window
 
 
-class _Memory:
+class _Memory(MemoryBase):
     """Entries are `_Log` objects; stamps older than the window are dropped on read."""
 
     def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._core import Plan, PlanItem, Quota
-from .base import MemoryTable, StrategySpec
+from .base import MemoryBase, MemoryTable, StrategySpec
 
 __all__ = ["SLIDING_WINDOW_COUNTER", "sliding_retry_ms"]
 
@@ -81,7 +81,7 @@ def _redis_keys(prefix: str, key: str) -> tuple[str, ...]:
     return (f"{current}/-1", current)
 
 
-class _Memory:
+class _Memory(MemoryBase):
     """Entries ``[current, current_end_ms, previous, previous_end_ms]``."""
 
     def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,
