@@ -111,11 +111,7 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         error: StorageError | None = None
         decision = self._checker.check_nowait(plan)
         if decision is None:
-            try:
-                decision = await self._checker.acheck(plan)
-            except StorageError as exc:
-                error = exc
-                decision = self._storage_failed(plan, exc)
+            decision, error = await self._adecide(plan)
         through = decision.allowed if self._on_event is None and decision.allowed else (
             self._report(plan, decision, started, error))
         state = scope.get("state")

@@ -116,6 +116,23 @@ class MiddlewareBase(Generic[L, A]):
             ))
         return through
 
+    def _decide(self, plan: Plan) -> tuple[Decision, StorageError | None]:
+        """The sync limiter's decision for *plan*, else ``on_storage_error``'s, with the
+        storage error that made it so."""
+        checker: Any = self._checker
+        try:
+            return checker.check(plan), None
+        except StorageError as error:
+            return self._storage_failed(plan, error), error
+
+    async def _adecide(self, plan: Plan) -> tuple[Decision, StorageError | None]:
+        """`_decide` on the async limiter (callers try ``check_nowait`` first)."""
+        checker: Any = self._checker
+        try:
+            return await checker.acheck(plan), None
+        except StorageError as error:
+            return self._storage_failed(plan, error), error
+
     def _storage_failed(self, plan: Plan, error: StorageError) -> Decision:
         """Apply ``on_storage_error`` when the storage could not decide.
 

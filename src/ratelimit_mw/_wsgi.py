@@ -12,7 +12,6 @@ from ._request import RequestInfo
 from ._response import ResponseInfo, settle_deltas
 from ._storage.limiter import RateLimiter
 from ._types import Environ, OptExcInfo, StartResponse, WriteCallable, WSGIApp
-from .errors import StorageError
 
 __all__ = ["ENVIRON_KEY", "WSGIRateLimitMiddleware"]
 
@@ -77,12 +76,7 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
         if plan is None:
             return self.app(environ, start_response)
         started = time.perf_counter() if self._on_event is not None else 0.0
-        error: StorageError | None = None
-        try:
-            decision = self._checker.check(plan)
-        except StorageError as exc:
-            error = exc
-            decision = self._storage_failed(plan, exc)
+        decision, error = self._decide(plan)
         through = decision.allowed if self._on_event is None and decision.allowed else (
             self._report(plan, decision, started, error))
         environ[ENVIRON_KEY] = decision

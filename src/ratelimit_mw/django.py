@@ -16,6 +16,7 @@ from ._framework_config import options_from
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
 from ._middleware import MiddlewareBase
 from ._request import RequestInfo, request_paths
+from ._response import ResponseInfo, settle_deltas
 from ._storage.limiter import AsyncRateLimiter, RateLimiter
 from .errors import ConfigurationError, StorageError
 
@@ -96,14 +97,14 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
         if plan is None:
             return self.get_response(request)
         started = time.perf_counter() if self._on_event is not None else 0.0
-        error: StorageError | None = None
-        try:
-            decision = self._checker.check(plan)
-        except StorageError as exc:
-            error = exc
-            decision = self._storage_failed(plan, exc)
+        decision, error = self._decide(plan)
         through, headers = self._decided(request, plan, decision, started, error)
-        response = self.get_response(request) if through else self._refusal(request)
+        if not through:
+            return _with_headers(self._refusal(request), headers)
+        response = self.get_response(request)
+        deltas = _deltas(decision, response)
+        if deltas is not None:
+            self._checker.settle(decision, deltas)
         return _with_headers(response, headers)
 
     async def _acall(self, request: Any) -> Any:
@@ -116,14 +117,13 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
         error: StorageError | None = None
         decision = self._checker.check_nowait(plan)
         if decision is None:
-            try:
-                decision = await self._checker.acheck(plan)
-            except StorageError as exc:
-                error = exc
-                decision = self._storage_failed(plan, exc)
+            decision, error = await self._adecide(plan)
         through, headers = self._decided(request, plan, decision, started, error)
         if through:
             response = await self.get_response(request)
+            deltas = _deltas(decision, response)
+            if deltas is not None:
+                await self._checker.asettle(decision, deltas)
         elif self.limited_app is _too_many_requests or (decision.storage_error
                                                        and not decision.quotas):
             response = self._refusal(request)
@@ -162,6 +162,15 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
             response["Retry-After"] = "1"
             return response
         return self.limited_app(request)
+
+
+def _deltas(decision: Decision, response: Any) -> tuple[int, ...] | None:
+    """What *response* changes in *decision*'s reservation (``count_when`` /
+    ``response_cost``); Django's response is complete here, so it is settled at once."""
+    if decision.plan.settle is None or not decision.allowed or decision.storage_error:
+        return None
+    return settle_deltas(decision.plan, ResponseInfo(response.status_code,
+                                                     list(response.items())))
 
 
 def _with_headers(response: Any, headers: list[tuple[str, str]]) -> Any:

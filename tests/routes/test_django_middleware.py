@@ -146,3 +146,16 @@ def test_cli_lists_the_routes_of_a_django_project(configure: Any,
     assert "* /login /login: 2 per 1 minute [@limit]" in lines
     assert "* /plain default: 7/minute" in lines
     assert lines[-2:] == ["rules that match no route:", "Rule('/plian')"]
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+async def test_count_when_settles_under_django(configure: Any, kind: str) -> None:
+    """Django's response is complete when the middleware sees it: settled at once."""
+    settings = {"storage": "memory://", "rules": [
+        Rule("/whoami", "2/minute", count_when=lambda response: response.status >= 400),
+        Rule("/plain", "2/minute", count_when=lambda response: response.status == 200)]}
+    app = configure(settings, kind)
+    paths = ["/whoami"] * 4 + ["/plain"] * 3
+    responses = wsgi(app, "GET", paths) if kind == "wsgi" else await asgi(app, "GET", paths)
+    # /whoami answers 200, which does not count there; /plain counts its 200s.
+    assert [r.status_code for r in responses] == [200] * 4 + [200, 200, 429]

@@ -190,6 +190,14 @@ class _Limiter:
             return (yield from self._scripts.peek_flow(plan))
         return (yield from peek_flow(plan.items[0]))
 
+    def _remember(self, decision: Decision, asked: float) -> Decision:
+        """*decision*, remembered when it is a refusal worth repeating locally (not for
+        rules that settle: a refund elsewhere may free room before its retry_after)."""
+        if (self.denials is not None and not decision.allowed
+                and decision.plan.settle is None):
+            self.denials.add(decision, asked)
+        return decision
+
     def _forget_refusals(self) -> None:
         # A reset may free room that a remembered refusal says is taken: this process
         # asks the storage again. Other processes keep theirs until their retry_after.
@@ -289,17 +297,12 @@ class RateLimiter(_Limiter):
         """Hit every limit of *plan* and return the decision with every quota."""
         if self.memory is not None:
             return self._in_memory(self.memory, plan)
-        denials = self.denials
-        if denials is not None:
-            refused = denials.get(plan)
-            if refused is not None:
-                return refused
-            asked = time.time()
+        if self.denials is not None and (refused := self.denials.get(plan)) is not None:
+            return refused
+        asked = time.time()
         with self._guarded:
             decision = run(self._flow(plan), self.strategy)
-        if denials is not None and not decision.allowed and plan.settle is None:
-            denials.add(decision, asked)
-        return decision
+        return self._remember(decision, asked)
 
     def settle(self, decision: Decision, deltas: Sequence[int]) -> None:
         """Apply *deltas* (one per limit; negative: a refund) to *decision*'s reservation.
@@ -412,12 +415,9 @@ class AsyncRateLimiter(_Limiter):
         """Hit every limit of *plan* and return the decision with every quota."""
         if self.memory is not None:
             return self._in_memory(self.memory, plan)
-        denials = self.denials
-        if denials is not None:
-            refused = denials.get(plan)
-            if refused is not None:
-                return refused
-            asked = time.time()
+        if self.denials is not None and (refused := self.denials.get(plan)) is not None:
+            return refused
+        asked = time.time()
         with self._guarded:
             if self._needs_init:
                 await self._initialize()
@@ -426,9 +426,7 @@ class AsyncRateLimiter(_Limiter):
             else:
                 async with self._gate:
                     decision = await arun(self._flow(plan), self.strategy)
-        if denials is not None and not decision.allowed and plan.settle is None:
-            denials.add(decision, asked)
-        return decision
+        return self._remember(decision, asked)
 
     async def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1,
                   layer: str | None = None) -> Quota:
