@@ -16,7 +16,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ratelimit_mw import ConfigurationError, RateLimitMiddleware, Rule
+from ratelimit_mw import ConfigurationError, RateLimitMiddleware, Rule, limit
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._types import Message, Receive, Scope, Send
@@ -62,11 +62,12 @@ def serve(rules: list[Rule], **options: Any) -> tuple[EchoApp, TestClient]:
     return echo, TestClient(middleware)
 
 
-def flood(client: TestClient, count: int) -> tuple[list[str], int | None]:
+def flood(client: TestClient, count: int,
+          path: str = "/ws") -> tuple[list[str], int | None]:
     """Send *count* texts, then read what comes back until the connection closes:
     the echoes and the close code (``None`` when the server kept it open)."""
     echoes: list[str] = []
-    with client.websocket_connect("/ws") as websocket:
+    with client.websocket_connect(path) as websocket:
         for index in range(count):
             websocket.send_text(str(index))
         try:
@@ -181,6 +182,26 @@ def test_shadow_and_exempt_connections_are_not_limited(rule: Rule) -> None:
     echoes, code = flood(client, 30)
     assert (len(echoes), code) == (30, None)
     assert len(echo.received) == 30
+
+
+def test_a_decorated_websocket_route_takes_messages() -> None:
+    received: list[str] = []
+
+    @limit("10/minute", messages="5/second")
+    async def room(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                received.append(await websocket.receive_text())
+                await websocket.send_text("ok")
+        except WebSocketDisconnect as disconnect:
+            received.append(f"disconnect {disconnect.code}")
+
+    app = Starlette(routes=[WebSocketRoute("/rooms/{name}", room)])
+    with TestClient(RateLimitMiddleware(app, storage="memory://")) as client:
+        echoes, code = flood(client, 30, "/rooms/a")
+    assert (len(echoes), code) == (5, 1008)
+    assert received == ["0", "1", "2", "3", "4", "disconnect 1008"]
 
 
 @pytest.mark.parametrize(("messages", "says"), [
