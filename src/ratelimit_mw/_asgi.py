@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
+
+from limits import RateLimitItem
 
 from ._core import Decision
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
@@ -63,6 +66,9 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
     handshakes are limited too (``websockets="limit"``): a refused one is denied with a
     429 where the server supports the ``websocket.http.response`` extension, else
     closed with code 1008 (1013 when the storage failed and the policy is ``deny``).
+    A rule's ``messages=`` limits what the client sends on each connection (counted in
+    process, with ``websockets="limit"`` or ``"pass"``): over it, the connection is
+    closed with code 1008 and the app's ``receive()`` sees a disconnect.
     ``enabled=False`` passes every request through untouched and builds no limiter;
     ``exempt_when`` lets the requests it returns ``True`` for through the same way.
     Lifespan passes through; at its shutdown the middleware closes a limiter it built
@@ -89,8 +95,11 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
             raise ConfigurationError(f"websockets={websockets!r}: use 'limit' or 'pass'")
         # Disabled: no scope type is limited, so every request takes the pass-through
         # branch that lifespan takes, and the enabled path pays nothing for the switch.
-        self._kinds = () if not self.enabled else ("http", "websocket") if (
-            websockets == "limit") else ("http",)
+        # Websockets take that branch too, to their own method: the http path pays
+        # nothing for message limits.
+        self._kinds = ("http",) if self.enabled else ()
+        self._websockets = self.enabled
+        self._handshakes = websockets == "limit"
         # A limiter we built is ours to close at lifespan shutdown; one passed in is not.
         self._owns_limiter = self.enabled and self.options.limiter is None
 
@@ -99,6 +108,9 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
             self._load_routes(scope.get("app"), scope.get("litestar_app"))
         kind = scope["type"]
         if kind not in self._kinds:
+            if kind == "websocket" and self._websockets:
+                await self._websocket(scope, receive, send)
+                return
             if kind == "lifespan" and self._owns_limiter:
                 send = _CloseOnShutdown(send, self._checker)
             await self.app(scope, receive, send)
@@ -119,9 +131,7 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
             scope["state"] = state = {}
         state["ratelimit"] = decision
         headers = self.renderer.render_asgi(decision, shadow=through and not decision.allowed)
-        if kind == "websocket":
-            await self._websocket(scope, receive, send, decision, headers, through)
-        elif through and plan.settle is not None and decision.allowed and (
+        if through and plan.settle is not None and decision.allowed and (
                 not decision.storage_error):
             await self._settling(scope, receive, send, decision, headers)
         elif through:
@@ -145,7 +155,34 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         finally:
             await settler.finish()
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send,
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket connection: its messages limited (``Rule(messages=)``), then its
+        handshake checked like a request (``websockets="limit"``)."""
+        request = RequestInfo.from_scope(scope)
+        rates = self.policy.messages(request)
+        if rates:
+            limited = _MessageLimit(receive, send, rates)
+            receive, send = limited.receive, limited.send
+        plan = self.policy.plan(request) if self._handshakes else None
+        if plan is None:
+            await self.app(scope, receive, send)
+            return
+        # The same steps as an http request's, in __call__.
+        started = time.perf_counter() if self._on_event is not None else 0.0
+        error: StorageError | None = None
+        decision = self._checker.check_nowait(plan)
+        if decision is None:
+            decision, error = await self._adecide(plan)
+        through = decision.allowed if self._on_event is None and decision.allowed else (
+            self._report(plan, decision, started, error))
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        state["ratelimit"] = decision
+        headers = self.renderer.render_asgi(decision, shadow=through and not decision.allowed)
+        await self._handshake(scope, receive, send, decision, headers, through)
+
+    async def _handshake(self, scope: Scope, receive: Receive, send: Send,
                          decision: Decision, headers: list[tuple[bytes, bytes]],
                          through: bool) -> None:
         if through:
@@ -169,6 +206,59 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         else:
             await send({"type": "websocket.close", "code": 1008,
                         "reason": "rate limit exceeded"})
+
+
+#: The close a connection over its message limit gets: 1008, policy violation.
+_MESSAGES_CLOSE: Message = {"type": "websocket.close", "code": 1008,
+                            "reason": "message rate limit exceeded"}
+
+
+class _MessageLimit:
+    """One websocket connection's message limits, counted in process.
+
+    Each rate keeps the times of the last *amount* messages it let through (a moving
+    window: exactly *amount* per period, never a burst at a window's edge). A message
+    that would exceed a rate is not delivered: the connection is closed with 1008, the
+    app's ``receive()`` answers ``websocket.disconnect`` from then on, and what the app
+    sends after the close is dropped, so the server never sees a send after a close.
+    """
+
+    __slots__ = ("_app_closed", "_closed", "_receive", "_send", "_windows")
+
+    def __init__(self, receive: Receive, send: Send, rates: Sequence[RateLimitItem]) -> None:
+        self._receive = receive
+        self._send = send
+        self._windows = tuple((float(rate.get_expiry()), deque[float](maxlen=rate.amount))
+                              for rate in rates)
+        self._closed = False  # closed by us: over the limit
+        self._app_closed = False  # closed by the app: the server's to answer from then on
+
+    def _allow(self) -> bool:
+        now = time.monotonic()
+        for period, window in self._windows:
+            if len(window) == window.maxlen and now - window[0] < period:
+                return False
+        for _, window in self._windows:  # all-or-nothing, as a request's limits are
+            window.append(now)
+        return True
+
+    async def receive(self) -> Message:
+        if self._closed:
+            return {"type": "websocket.disconnect", "code": 1008}
+        message = await self._receive()
+        if (message["type"] == "websocket.receive" and not self._app_closed
+                and not self._allow()):
+            self._closed = True
+            await self._send(_MESSAGES_CLOSE)
+            return {"type": "websocket.disconnect", "code": 1008}
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self._closed:
+            return
+        if message["type"] == "websocket.close":
+            self._app_closed = True
+        await self._send(message)
 
 
 class _CloseOnShutdown:

@@ -342,8 +342,8 @@ class Policy:
     (or alone, where no rule or default limits it), each counted across all routes.
     """
 
-    __slots__ = ("_default", "_entries", "_exempt_when", "_globals", "_key", "_plans",
-                 "_specs", "table")
+    __slots__ = ("_default", "_entries", "_exempt_when", "_globals", "_key", "_messages",
+                 "_plans", "_shadow", "_specs", "table")
 
     def __init__(
         self,
@@ -376,17 +376,25 @@ class Policy:
                                 parse_layers(global_limits, "global_limits"), self._key,
                                 self._key)
         self._entries: dict[int, _Entry] = {}
+        self._shadow = shadow
+        self._messages = False
         for compiled in self.table.rules:
             if compiled.exempt:
                 continue
-            layers = compiled.layers or default
-            if not (layers or compiled.limits_function or function):
+            # A rule that limits only websocket messages leaves its handshakes to the
+            # global limits: default_limits would be a limit nobody wrote on the route.
+            messages_only = bool(compiled.messages) and not (
+                compiled.layers or compiled.limits_function)
+            self._messages = self._messages or bool(compiled.messages)
+            layers = () if messages_only else compiled.layers or default
+            if not (layers or compiled.limits_function or function or messages_only):
                 raise ConfigurationError(
                     f"Rule({compiled.template!r}) has no limits and there are no "
                     "default_limits; give the rule limits or set default_limits"
                 )
             self._entries[id(compiled)] = self._entry(
                 compiled, compiled.name, layers,
+                None if messages_only else
                 compiled.limits_function or (function if not compiled.layers else None),
                 (*compiled.keys, *self._key), shadow)
         self._default = self._entry(None, _DEFAULT_NAME, default, function, self._key,
@@ -458,9 +466,34 @@ class Policy:
             return plan
         return self._layered(request, entry, layers, cost, spec_key)
 
+    def messages(self, request: RequestInfo) -> tuple[RateLimitItem, ...]:
+        """The ``messages=`` rates of the rule *request* (a websocket handshake) matches.
+
+        Empty when no rule limits messages there, or when the request is exempt
+        (``exempt_when``) or its rule in shadow mode: those refuse nothing.
+
+        >>> policy = Policy(rules=[Rule("/ws", messages="5/second")])
+        >>> policy.messages(RequestInfo("GET", "/ws"))
+        (5 per 1 second,)
+        """
+        if not self._messages:
+            return ()
+        if self._exempt_when is not None and self._exempt_when(request):
+            return ()
+        rule = self.table.match(request)
+        if rule is None or not rule.messages or (
+                rule.exempt_when is not None and rule.exempt_when(request)):
+            return ()
+        if rule.shadow if rule.shadow is not None else self._shadow:
+            return ()
+        return rule.messages
+
     def _layered(self, request: RequestInfo, entry: _Entry, layers: tuple[_Layer, ...],
-                 cost: int, spec_key: Any) -> Plan:
-        """The plan of a request whose limits count several identities."""
+                 cost: int, spec_key: Any) -> Plan | None:
+        """The plan of a request whose limits count several identities (``None`` for a
+        rule that limits only websocket messages, where no global limits apply)."""
+        if not layers:
+            return None
         identities: list[str] = []
         last_keys: tuple[KeyFunc, ...] = ()
         identity = ""

@@ -62,7 +62,8 @@ def limit(spec: LimitsSpec | LimitsFunc, **rule_options: Any) -> Callable[[F], F
     """Limit the endpoint it decorates: the middleware finds it from the app's router.
 
     *spec* and *rule_options* are `Rule`'s (``methods``, ``key``, ``cost``, ``name``,
-    ``exempt_when``, ``shadow``): the route's own path template becomes the rule's path.
+    ``exempt_when``, ``shadow``, ``messages`` on a websocket route): the route's own path
+    template becomes the rule's path.
 
     Example::
 

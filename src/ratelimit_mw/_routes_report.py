@@ -67,8 +67,13 @@ def _limits(rule: CompiledRule | None, default: str) -> str:
         text = "; ".join(
             (f"{layer.name}: " if layer.name else "") + ", ".join(
                 str(item) for item in layer.items) for layer in rule.layers)
+    elif rule.messages:
+        text = "handshake not limited"  # messages= alone takes no default_limits
     else:
         text = default
+    if rule.messages:
+        text += "; messages: " + ", ".join(str(item) for item in rule.messages) + (
+            " per connection")
     if rule.exempt_when is not None:
         text += " (exempt_when)"
     return f"{rule.name}: {text}"

@@ -292,6 +292,13 @@ class Rule:
     ``True`` lets that request through uncounted, without quota headers or a decision;
     ``False`` applies the rule's limits as usual.
 
+    *messages* limits what a client sends over each websocket connection the rule
+    matches (``"20/second"``, several rates allowed), counted in process per connection;
+    over it the connection is closed with code 1008. A rule with *messages* and no
+    *limits* does not limit the handshake itself (nor take ``default_limits``)::
+
+        Rule("/ws/chat", messages="5/second;100/minute")
+
     ``methods=["GET"]`` covers ``HEAD`` too, as frameworks route HEAD to the GET
     handler. *limits* ``None`` means the middleware's ``default_limits`` counted in this
     rule's own namespace; a list may hold `Limit`s, layers counted for identities of
@@ -315,6 +322,7 @@ class Rule:
     count_when: CountFunc | None = None
     response_cost: ResponseCostFunc | None = None
     penalty: str | float | timedelta | None = None
+    messages: RateSpec | None = None
     _compiled: CompiledRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -350,6 +358,8 @@ class CompiledRule:
     settle: Settle | None
     #: ``penalty`` in ms; 0 for none.
     penalty: int
+    #: ``messages``: the rates of what a client sends per websocket connection.
+    messages: tuple[RateLimitItem, ...] = ()
 
     @classmethod
     def build(cls, rule: Rule) -> CompiledRule:
@@ -417,9 +427,16 @@ class CompiledRule:
                                                                f"{where}: penalty")
         if penalty and rule.exempt:
             raise ConfigurationError(f"{where}: an exempt rule refuses nothing; drop penalty=")
+        messages = parse_limits(rule.messages, f"{where}: messages")
+        if rule.messages is not None and not messages:
+            raise ConfigurationError(f"{where}: messages={rule.messages!r} gives no rate; "
+                                     "write e.g. messages='20/second', or drop it")
+        if messages and rule.exempt:
+            raise ConfigurationError(f"{where}: an exempt rule limits nothing; drop "
+                                     "messages=")
         return cls(template, regex, methods, layers, function, keys, cost, rule.exempt,
                    rule.name or template, rule.shadow, exempt_when,
-                   rule.exempt or exempt_when is not None, settle, penalty)
+                   rule.exempt or exempt_when is not None, settle, penalty, messages)
 
     @property
     def limits(self) -> tuple[RateLimitItem, ...]:

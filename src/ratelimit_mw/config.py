@@ -61,7 +61,7 @@ TIER = "tier"
 ENV_PREFIX = "RATELIMIT_"
 _KEY_KINDS = ("client_ip", "api_key", "header", "shared")
 _RULE_FIELDS = {"path", "limits", "methods", "key", "cost", "exempt", "name", "shadow",
-                "penalty"}
+                "penalty", "messages"}
 
 
 @dataclass(frozen=True)

@@ -319,9 +319,9 @@ class Handshake:
 
 
 def websocket_echo(port: int, source: str, text: str = "hi", path: str = "/ws",
-                   timeout: float = 10) -> Handshake:
-    """Open a websocket to *path* from *source*; if accepted, send *text*, collect what
-    the server sends until it closes, and answer the close."""
+                   timeout: float = 10, count: int = 1) -> Handshake:
+    """Open a websocket to *path* from *source*; if accepted, send *text* *count* times
+    at once, collect what the server sends until it closes, and answer the close."""
     connection = WSConnection(ConnectionType.CLIENT)
     with socket.create_connection((HOST, port), timeout=timeout,
                                   source_address=(source, 0)) as sock:
@@ -332,7 +332,7 @@ def websocket_echo(port: int, source: str, text: str = "hi", path: str = "/ws",
             data = sock.recv(65536)
             connection.receive_data(data or None)
             for event in connection.events():
-                handshake = _on_event(event, handshake, connection, sock, text)
+                handshake = _on_event(event, handshake, connection, sock, text, count)
                 if handshake is not None and _finished(event):
                     return handshake
             if not data:
@@ -345,9 +345,9 @@ def _headers(raw: Any) -> dict[str, str]:
 
 
 def _on_event(event: Event, handshake: Handshake | None, connection: WSConnection,
-              sock: socket.socket, text: str) -> Handshake | None:
+              sock: socket.socket, text: str, count: int = 1) -> Handshake | None:
     if isinstance(event, AcceptConnection):
-        sock.sendall(connection.send(TextMessage(data=text)))
+        sock.sendall(b"".join(connection.send(TextMessage(data=text)) for _ in range(count)))
         return Handshake(101, _headers(event.extra_headers))
     if isinstance(event, RejectConnection):
         return Handshake(event.status_code, _headers(event.headers))

@@ -1,6 +1,6 @@
 """Apps for ``ratelimit-mw config --app`` in the tests: a Starlette app behind the
 middleware (one rule with a typo), one with the middleware added by ``add_middleware``,
-and a bare ASGI callable."""
+a bare ASGI callable, and websocket routes with message limits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from ratelimit_mw import RateLimitMiddleware, Rule, exempt, limit
 
@@ -43,3 +44,15 @@ added.add_middleware(RateLimitMiddleware, storage="memory://", default_limits="3
 
 async def bare(scope: Any, receive: Any, send: Any) -> None:
     await PlainTextResponse("bare")(scope, receive, send)
+
+
+async def chat(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.close()
+
+
+sockets = RateLimitMiddleware(
+    Starlette(routes=[WebSocketRoute("/feed", chat), WebSocketRoute("/chat", chat)]),
+    storage="memory://", default_limits="60/minute",
+    rules=[Rule("/feed", messages="20/second"),
+           Rule("/chat", "10/minute", messages="5/second;100/minute")])

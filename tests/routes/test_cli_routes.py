@@ -30,6 +30,17 @@ def test_routes_with_their_limits_and_the_rules_that_match_nothing() -> None:
     ]
 
 
+def test_websocket_routes_show_their_message_limits() -> None:
+    code, lines = run("--app", "tests.routes.cli_apps:sockets")
+    assert code == 0
+    assert lines[2:] == [
+        "* /feed /feed: handshake not limited; messages: 20 per 1 second per connection "
+        "[rules=]",
+        "* /chat /chat: 10 per 1 minute; messages: 5 per 1 second, 100 per 1 minute per "
+        "connection [rules=]",
+    ]
+
+
 def test_middleware_added_with_add_middleware() -> None:
     code, lines = run("--app", "tests.routes.cli_apps:added")
     assert code == 0

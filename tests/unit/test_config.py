@@ -374,6 +374,17 @@ def test_precedence(tmp_path: Path, name: str, raw: str, field: str, in_file: ob
     assert getattr(load_settings(environ={}, **{field: override}), field) == override
 
 
+def test_rule_messages_from_toml(tmp_path: Path) -> None:
+    settings = load_settings(toml(tmp_path, '[[rules]]\npath = "/ws"\n'
+                                            'messages = "5/second;100/minute"\n'),
+                             environ={})
+    rule = settings.rule_objects()[0]
+    assert [(item.amount, item.get_expiry()) for item in rule.compiled.messages] == [
+        (5, 1), (100, 60)]
+    # A rule of messages alone needs no default_limits: its handshakes are not limited.
+    RateLimitMiddleware(lambda scope, receive, send: None, **settings.middleware_options())
+
+
 def test_rules_and_key_from_overrides_replace_the_files(tmp_path: Path) -> None:
     path = toml(tmp_path, '[key]\nkind = "shared"\n[[rules]]\npath = "/a"\n'
                           'limits = "1/minute"\n')
@@ -474,6 +485,8 @@ INVALID_TOML = [
                                                         "must start with '/'"]),
     ('[[rules]]\npath = "/a"\nlimits = "often"', ["rules[0]", "'often' is not a rate limit"]),
     ('[[rules]]\npath = "/a"\nlimits = 5', ["rules[0]", "got 5"]),
+    ('[[rules]]\npath = "/ws"\nmessages = "often"',
+     ["rules[0]", "messages: 'often' is not a rate limit"]),
     ('[[rules]]\npath = "/a"', ["Rule('/a')", "no limits and there are no default_limits"]),
     ('[[rules]]\npath = "/a"\nlimits = "1/minute"\nmethods = "POST"',
      ["rules[0]", "methods must be a list", "'POST'"]),
