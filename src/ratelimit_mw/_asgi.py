@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from limits import RateLimitItem
 
-from ._core import Decision
+from ._core import Decision, Plan
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
 from ._middleware import MiddlewareBase
 from ._options import MiddlewareKwargs
@@ -124,13 +124,7 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         decision = self._checker.check_nowait(plan)
         if decision is None:
             decision, error = await self._adecide(plan)
-        through = decision.allowed if self._on_event is None and decision.allowed else (
-            self._report(plan, decision, started, error))
-        state = scope.get("state")
-        if state is None:
-            scope["state"] = state = {}
-        state["ratelimit"] = decision
-        headers = self.renderer.render_asgi(decision, shadow=through and not decision.allowed)
+        through, headers = self._decided(scope, plan, decision, started, error)
         if through and plan.settle is not None and decision.allowed and (
                 not decision.storage_error):
             await self._settling(scope, receive, send, decision, headers)
@@ -167,20 +161,28 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         if plan is None:
             await self.app(scope, receive, send)
             return
-        # The same steps as an http request's, in __call__.
+        # The check as __call__ makes it for http: kept inline there, where a request
+        # decided in memory must not cost a coroutine of its own.
         started = time.perf_counter() if self._on_event is not None else 0.0
         error: StorageError | None = None
         decision = self._checker.check_nowait(plan)
         if decision is None:
             decision, error = await self._adecide(plan)
+        through, headers = self._decided(scope, plan, decision, started, error)
+        await self._handshake(scope, receive, send, decision, headers, through)
+
+    def _decided(self, scope: Scope, plan: Plan, decision: Decision, started: float,
+                 error: StorageError | None) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        """Report *decision*, leave it in the scope's state, render its headers: whether
+        the request goes through, and the headers (http requests and handshakes)."""
         through = decision.allowed if self._on_event is None and decision.allowed else (
             self._report(plan, decision, started, error))
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
         state["ratelimit"] = decision
-        headers = self.renderer.render_asgi(decision, shadow=through and not decision.allowed)
-        await self._handshake(scope, receive, send, decision, headers, through)
+        return through, self.renderer.render_asgi(decision,
+                                                  shadow=through and not decision.allowed)
 
     async def _handshake(self, scope: Scope, receive: Receive, send: Send,
                          decision: Decision, headers: list[tuple[bytes, bytes]],
