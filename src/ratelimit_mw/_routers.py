@@ -263,7 +263,7 @@ def _is_django(obj: object) -> bool:
 
 
 #: Anchors and look-behinds a re_path() may hold inside: composed after its prefix they
-#: would no longer mean what they mean to Django.
+#: would mean something other than what they mean to Django.
 _INNER_ANCHOR = re.compile(r"(?<!\\)(?:\^|\$)|\\[AZbB]|\(\?<[=!]")
 
 

@@ -299,7 +299,7 @@ class RateLimiter(_Limiter):
             return self._in_memory(self.memory, plan)
         if self.denials is not None and (refused := self.denials.get(plan)) is not None:
             return refused
-        asked = time.time()
+        asked = time.time() if self.denials is not None else 0.0
         with self._guarded:
             decision = run(self._flow(plan), self.strategy)
         return self._remember(decision, asked)
@@ -417,7 +417,7 @@ class AsyncRateLimiter(_Limiter):
             return self._in_memory(self.memory, plan)
         if self.denials is not None and (refused := self.denials.get(plan)) is not None:
             return refused
-        asked = time.time()
+        asked = time.time() if self.denials is not None else 0.0
         with self._guarded:
             if self._needs_init:
                 await self._initialize()

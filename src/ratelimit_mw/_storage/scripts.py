@@ -151,8 +151,9 @@ class ScriptPath:
         keys: list[str] = []
         args: list[int] = [len(items), int(consume)]
         args += (penalty.ms, penalty.triggers) if penalty else (0, 0)
-        slots: dict[int, list[int]] = {}
         prefix, layout, slot = self._prefix, self._keys, self._slot
+        # Off a cluster nothing is grouped: the shared empty dict, never written to.
+        slots: dict[int, list[int]] = {} if slot is not None else _NO_SLOTS
         for position, item in enumerate(items):
             item_keys = layout(prefix, item_key(item))
             if slot is not None:
@@ -219,6 +220,9 @@ class ScriptPath:
             return Decision(False, plan, tuple(quotas))
         return Decision(True, plan, tuple(quotas),
                         token=tuple(v for pair in tokens for v in pair))
+
+
+_NO_SLOTS: dict[int, list[int]] = {}
 
 
 def _script_call(runner: Callable[..., Any], keys: list[str], args: list[int]) -> Op:

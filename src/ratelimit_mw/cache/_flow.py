@@ -89,7 +89,7 @@ class Lookup(NamedTuple):
     lock: str | None         # the lock to release after storing (we fetch for others)
     token: str | None
     status: str              # Cache-Status for a miss or bypass
-    stale: Entry | None = None  # the stored entry that is no longer fresh, if any
+    stale: Entry | None = None  # the stored entry, past its freshness lifetime, if any
     #: Serve *entry* (stale, within stale-while-revalidate) and then revalidate it,
     #: holding *lock*.
     background: bool = False
