@@ -125,7 +125,9 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         if decision is None:
             decision, error = await self._adecide(plan)
         through, headers = self._decided(scope, plan, decision, started, error)
-        if through and plan.settle is not None and decision.allowed and (
+        if decision.lease:
+            await self._leased(scope, receive, send, decision, headers, through)
+        elif through and plan.settle is not None and decision.allowed and (
                 not decision.storage_error):
             await self._settling(scope, receive, send, decision, headers)
         elif through:
@@ -148,6 +150,31 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
             await self.app(scope, receive, _HeaderSend(send, headers, on_start=settler.start))
         finally:
             await settler.finish()
+
+    async def _leased(self, scope: Scope, receive: Receive, send: Send, decision: Decision,
+                      headers: list[tuple[bytes, bytes]], through: bool) -> None:
+        """A request holding a concurrency lease: released after the response's last body
+        message, when the client disconnects, or when the app raises, whichever is first.
+        """
+        lease = _Lease(self, decision, send, receive)
+        try:
+            if not through:  # refused after a cluster slot took the lease: give it back
+                await lease.release()
+                await self.limited_app(scope, receive, _HeaderSend(send, headers))
+                return
+            settler = _Settler(self._checker, decision) if (
+                decision.plan.settle is not None and not decision.storage_error) else None
+            await self.app(scope, lease.receive, _HeaderSend(
+                lease.send, headers, on_start=None if settler is None else settler.start))
+            if settler is not None:
+                await settler.finish()
+        finally:
+            await lease.release()
+
+    async def arelease(self, decision: Decision) -> None:
+        """End *decision*'s lease where it was taken (the fallback's, in an outage)."""
+        if not self._release_nowait(decision):
+            await self._checker.arelease(decision)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A websocket connection: its messages limited (``Rule(messages=)``), then its
@@ -276,6 +303,42 @@ class _CloseOnShutdown:
         if message["type"] == "lifespan.shutdown.complete":
             await self._limiter.aclose()
         await self._send(message)
+
+
+class _Lease:
+    """The send and receive of a request holding a concurrency lease: each may end it.
+
+    A streaming response holds its slot until its last chunk is sent; a client that goes
+    away ends it as soon as the app hears of it (``http.disconnect``).
+    """
+
+    __slots__ = ("_decision", "_done", "_middleware", "_receive", "_send")
+
+    def __init__(self, middleware: RateLimitMiddleware, decision: Decision, send: Send,
+                 receive: Receive) -> None:
+        self._middleware = middleware
+        self._decision = decision
+        self._send = send
+        self._receive = receive
+        self._done = False
+
+    async def send(self, message: Message) -> None:
+        await self._send(message)
+        kind = message["type"]
+        if kind == "http.response.pathsend" or (
+                kind == "http.response.body" and not message.get("more_body", False)):
+            await self.release()
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            await self.release()
+        return message
+
+    async def release(self) -> None:
+        if not self._done:
+            self._done = True
+            await self._middleware.arelease(self._decision)
 
 
 class _Settler:

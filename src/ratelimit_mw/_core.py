@@ -32,9 +32,10 @@ from .keys import KeyFunc, client_ip
 
 if TYPE_CHECKING:
     from ._response import Settle
+    from ._strategies import StrategySpec
 
-__all__ = ["Decision", "Penalty", "Plan", "PlanItem", "Policy", "Quota", "item_key",
-           "layer_key", "limit_key", "penalized", "penalty_key", "storage_key"]
+__all__ = ["Decision", "Penalty", "Plan", "PlanItem", "Policy", "Quota", "concurrency_key",
+           "item_key", "layer_key", "limit_key", "penalized", "penalty_key", "storage_key"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@!$&'()*+,;=~-]")
 _MAX_PART = 200
@@ -89,6 +90,9 @@ class PlanItem(NamedTuple):
 
     ``limit_key`` is ``limits``' key for the pair (`limit_key`), computed once when
     the plan is built; ``""`` when unknown (it is then computed where needed).
+    ``strategy`` is the rule's own (``Rule(strategy=...)``, a concurrency lease, a
+    calendar window); ``None``: the limiter's. ``option`` is what that strategy needs
+    besides the rate: GCRA's burst, a lease's timeout in ms, a calendar's time zone.
     """
 
     limit: RateLimitItem
@@ -96,6 +100,8 @@ class PlanItem(NamedTuple):
     cost: int
     policy: str
     limit_key: str = ""
+    strategy: StrategySpec | None = None
+    option: Any = 0
 
 
 class Penalty(NamedTuple):
@@ -108,6 +114,18 @@ class Penalty(NamedTuple):
     ms: int
     key: str
     triggers: int
+
+
+_CONCURRENCY_SUFFIX = "}/!concurrency"
+
+
+def concurrency_key(owner: str, identity: str) -> str:
+    """The storage identifier of *identity*'s leases under the rule *owner*.
+
+    >>> concurrency_key("/export", "ip:203.0.113.7")
+    '{%2Fexport/ip:203.0.113.7}/!concurrency'
+    """
+    return storage_key(owner, identity)[:-1] + _CONCURRENCY_SUFFIX
 
 
 def penalty_key(owner: str, identity: str) -> str:
@@ -132,6 +150,9 @@ class Plan(NamedTuple):
     settle: Settle | None = None
     #: The rule's ``penalty`` for this identity, decided in the same storage call.
     penalty: Penalty | None = None
+    #: Whether an admitted request takes a lease (the rule has ``concurrency=``), which
+    #: the middleware releases when the response ends.
+    lease: bool = False
 
 
 class Quota(NamedTuple):
@@ -167,6 +188,9 @@ class Decision(NamedTuple):
     #: A refusal the storage made earlier, repeated by this process without asking
     #: (``retry_after`` counted down); see the limiters' ``local_denials``.
     local: bool = False
+    #: The lease this request holds on its concurrency limits ("" when none): release
+    #: it when the response ends (the limiters' ``release``).
+    lease: str = ""
 
     @property
     def violated(self) -> tuple[str, ...]:
@@ -209,6 +233,8 @@ class _Layer(NamedTuple):
     suffix: str
     limits: tuple[RateLimitItem, ...]
     policies: tuple[str, ...]
+    strategy: StrategySpec | None = None  # the plan items' (`PlanItem`)
+    option: Any = 0
 
 
 def _identity(keys: tuple[KeyFunc, ...], request: RequestInfo) -> str:
@@ -223,7 +249,8 @@ def _identity(keys: tuple[KeyFunc, ...], request: RequestInfo) -> str:
 def _items(layer: _Layer, identity: str, cost: int) -> tuple[PlanItem, ...]:
     """The plan items of *layer* for *identity*."""
     key = layer.prefix + _escape(identity) + layer.suffix  # layer_key(owner, identity, name)
-    return tuple(PlanItem(limit, key, cost, policy, limit_key(limit, key))
+    return tuple(PlanItem(limit, key, cost, policy, limit_key(limit, key), layer.strategy,
+                          layer.option)
                  for limit, policy in zip(layer.limits, layer.policies, strict=True))
 
 
@@ -238,6 +265,7 @@ class _Entry(NamedTuple):
     keys: tuple[KeyFunc, ...]  # the rule's key chain
     name: str
     shadow: bool
+    lease: bool  # the rule has a concurrency limit (`Plan.lease`)
 
 
 #: The owner of the global limits' counters: no rule is named "" (names are checked
@@ -247,20 +275,31 @@ _GLOBAL_NAME = "global"
 
 
 def _layers(owner: str, label: str, limits: Sequence[Limit], keys: tuple[KeyFunc, ...],
-            base: tuple[KeyFunc, ...], more: tuple[_Layer, ...] = ()) -> tuple[_Layer, ...]:
-    """*limits* of *owner* as layers, followed by *more* (the global ones).
+            base: tuple[KeyFunc, ...], more: tuple[_Layer, ...] = (),
+            rule: CompiledRule | None = None) -> tuple[_Layer, ...]:
+    """*limits* of *owner* as layers, then *rule*'s concurrency limit, then *more* (the
+    global ones).
 
     An unnamed layer counts for *keys* in *owner*'s namespace, as a rule always has; a
-    named one in a namespace of its own under *owner* (`layer_key`). Policy names (the
-    ``RateLimit`` members) are the layer's name, else *label*, made unique across the
-    whole request.
+    named one in a namespace of its own under *owner* (`layer_key`); a concurrency
+    limit's leases beside them (`concurrency_key`). The rates count in *rule*'s strategy
+    (``None``: the limiter's). Policy names (the ``RateLimit`` members) are the layer's
+    name, else *label*, made unique across the whole request.
     """
+    strategy = None if rule is None else rule.strategy
+    option = 0 if rule is None else rule.option
     layers = [_Layer(
         (*limit.keys, *base) if limit.keys else keys,
         "{" + _escape(owner) + "/",
         "}" if limit.name is None else "}/" + _escape("@" + limit.name),
-        limit.items, _policy_names(limit.name or label, limit.items))
+        limit.items, _policy_names(limit.name or label, limit.items), strategy, option)
         for limit in limits]
+    if rule is not None and rule.concurrency is not None:
+        from ._strategies import CONCURRENCY
+
+        layers.append(_Layer(keys, "{" + _escape(owner) + "/", _CONCURRENCY_SUFFIX,
+                             (rule.concurrency,), (f"{label}-concurrency",), CONCURRENCY,
+                             rule.concurrency_ms))
     layers += more
     names = [policy for layer in layers for policy in layer.policies]
     if len(set(names)) < len(names):
@@ -381,20 +420,21 @@ class Policy:
         for compiled in self.table.rules:
             if compiled.exempt:
                 continue
-            # A rule that limits only websocket messages leaves its handshakes to the
-            # global limits: default_limits would be a limit nobody wrote on the route.
-            messages_only = bool(compiled.messages) and not (
-                compiled.layers or compiled.limits_function)
+            # A rule that limits only websocket messages or only requests in flight
+            # leaves the rest to the global limits: default_limits would be a rate
+            # nobody wrote on the route.
+            own = bool(compiled.layers or compiled.limits_function)
+            alone = not own and bool(compiled.messages or compiled.concurrency)
             self._messages = self._messages or bool(compiled.messages)
-            layers = () if messages_only else compiled.layers or default
-            if not (layers or compiled.limits_function or function or messages_only):
+            layers = () if alone else compiled.layers or default
+            if not (layers or compiled.limits_function or function or alone):
                 raise ConfigurationError(
                     f"Rule({compiled.template!r}) has no limits and there are no "
                     "default_limits; give the rule limits or set default_limits"
                 )
             self._entries[id(compiled)] = self._entry(
                 compiled, compiled.name, layers,
-                None if messages_only else
+                None if alone else
                 compiled.limits_function or (function if not compiled.layers else None),
                 (*compiled.keys, *self._key), shadow)
         self._default = self._entry(None, _DEFAULT_NAME, default, function, self._key,
@@ -409,11 +449,12 @@ class Policy:
             shadow = rule.shadow  # the rule's own setting wins over the global one
         settle = None if rule is None else rule.settle
         penalty = 0 if rule is None else rule.penalty
+        lease = rule is not None and rule.concurrency is not None
         if function is not None:
-            return _Entry(rule, settle, penalty, (), function, keys, name, shadow)
+            return _Entry(rule, settle, penalty, (), function, keys, name, shadow, lease)
         return _Entry(rule, settle, penalty,
-                      _layers(name, name, limits, keys, self._key, self._globals),
-                      None, keys, name, shadow)
+                      _layers(name, name, limits, keys, self._key, self._globals, rule),
+                      None, keys, name, shadow, lease)
 
     def plan(self, request: RequestInfo) -> Plan | None:
         """The limits *request* is subject to, or ``None`` when it is exempt or unlimited."""
@@ -462,7 +503,7 @@ class Policy:
                 items = _items(layer, identity, cost)
                 plan = self._cache(cache_key, Plan(
                     entry.name, identity, items, entry.shadow, entry.settle,
-                    self._penalty(entry, identity, len(items))))
+                    self._penalty(entry, identity, len(items)), entry.lease))
             return plan
         return self._layered(request, entry, layers, cost, spec_key)
 
@@ -509,7 +550,7 @@ class Policy:
                           for item in _items(layer, identity, cost))
             plan = self._cache(cache_key, Plan(
                 entry.name, identities[0], items, entry.shadow, entry.settle,
-                self._penalty(entry, identities[0], len(items))))
+                self._penalty(entry, identities[0], len(items)), entry.lease))
         return plan
 
     def _penalty(self, entry: _Entry, identity: str, count: int) -> Penalty | None:
@@ -542,5 +583,6 @@ class Policy:
             if len(self._specs) >= _SPEC_CACHE:
                 self._specs.clear()
             found = self._specs[(id(entry), spec)] = _layers(
-                entry.name, entry.name, limits, entry.keys, self._key, self._globals)
+                entry.name, entry.name, limits, entry.keys, self._key, self._globals,
+                entry.rule)
         return found

@@ -168,10 +168,13 @@ class HeaderRenderer:
             cache.clear()
         limit = item.limit
         serialised = sf_string(item.policy)
+        unit = item.strategy.unit if item.strategy is not None else None
+        # A quota in another unit than requests names it (draft-11 "qu"); requests in
+        # flight have no window.
+        member = (f"{serialised};q={limit.amount};w={limit.get_expiry()}" if unit is None
+                  else f"{serialised};q={limit.amount};qu={sf_string(unit)}")
         found = cache[(item.policy, id(limit))] = (
-            spelling.convert(serialised),
-            spelling.convert(f"{serialised};q={limit.amount};w={limit.get_expiry()}"),
-            limit)
+            spelling.convert(serialised), spelling.convert(member), limit)
         return found
 
 

@@ -71,12 +71,12 @@ class MiddlewareBase(Generic[L, A]):
                 local_denials=settings.local_denials)
         self.limiter = self._checker = limiter
         scripted = [rule.template for rule in self.policy.table.rules
-                    if rule.settle or rule.penalty]
+                    if rule.settle or rule.penalty or rule.strategy or rule.concurrency]
         if scripted and not limiter.can_settle:
             raise ConfigurationError(
-                f"Rule({scripted[0]!r}): count_when, response_cost and penalty need "
-                f"memory:// or Redis (they are decided in our scripts); "
-                f"{limiter.display_url} has none")
+                f"Rule({scripted[0]!r}): count_when, response_cost, penalty, strategy, "
+                f"burst, align and concurrency need memory:// or Redis (they are decided "
+                f"in our scripts); {limiter.display_url} has none")
         # "memory": the same rules, counted in this process, while the storage is down.
         if settings.on_storage_error == "memory":
             self._fallback = MemoryStore(limiter.strategy_name)
@@ -133,6 +133,15 @@ class MiddlewareBase(Generic[L, A]):
         except StorageError as error:
             return self._storage_failed(plan, error), error
 
+    def _release_nowait(self, decision: Decision) -> bool:
+        """End *decision*'s lease without I/O where it can be (memory, the fallback's
+        leases); ``False`` when the limiter must call its storage."""
+        if decision.storage_error:
+            if self._fallback is not None and decision.lease:
+                self._fallback.release(decision.plan, decision.lease)
+            return True
+        return self._checker.release_nowait(decision)
+
     def _storage_failed(self, plan: Plan, error: StorageError) -> Decision:
         """Apply ``on_storage_error`` when the storage could not decide.
 
@@ -140,6 +149,5 @@ class MiddlewareBase(Generic[L, A]):
         answers a probe again, so this runs without network waits while it is down.
         """
         if self._fallback is not None:
-            quotas = self._fallback.quotas(plan)
-            return Decision(all(q.allowed for q in quotas), plan, quotas, storage_error=True)
+            return self._fallback.decision(plan, storage_error=True)
         return Decision(self.on_storage_error == "allow", plan, (), storage_error=True)

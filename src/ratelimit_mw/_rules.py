@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Protocol, TypeAlias
+from datetime import timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem, RateLimitItemPerSecond, parse_many
 
 from ._request import RequestInfo, normalize_path
 from ._response import CountFunc, ResponseCostFunc, Settle
 from .errors import ConfigurationError
 from .keys import KeyFunc
+
+if TYPE_CHECKING:
+    from ._strategies import StrategySpec
 
 __all__ = ["CompiledRule", "ExemptFunc", "Limit", "LimitsFunc", "LimitsSpec", "PathMatcher",
            "Rule", "RuleTable", "limits_function", "parse_layers", "parse_limits"]
@@ -306,6 +309,24 @@ class Rule:
     None`` chooses them per request (``None``: the rule does not limit it). *cost* is a
     whole number or ``(RequestInfo) -> int``, consumed from every limit of the request.
 
+    *strategy* counts this rule's rates with a strategy of its own (``"gcra"``,
+    ``"moving-window"``, ...; ``None``: the middleware's); *burst* is GCRA's bucket size
+    (``"10/second"`` admits a burst of 10 unless ``burst=`` says otherwise; giving it
+    implies ``strategy="gcra"``). ``align="calendar"`` makes the rule's windows calendar
+    ones: ``"1000/day"`` resets at midnight UTC (or in *tz*, e.g. ``"Europe/Paris"``),
+    ``"100000/month"`` on the 1st::
+
+        Rule("/search", "10/second", strategy="gcra", burst=20)
+        Rule("/api/{path:path}", "1000/day", align="calendar", tz="America/New_York")
+
+    *concurrency* caps the requests of one identity in flight at once, alone or beside
+    rates: a slot is taken with the rates' check and given back when the response ends
+    (its last body chunk, an error, the client leaving); a worker that dies holds its
+    slot no longer than *concurrency_timeout* (default 60 s). A refusal is a 429 with
+    ``Retry-After: 1``::
+
+        Rule("/export/{id}", concurrency=2, key=keys.header("X-API-Key"))
+
     Security: paths are normalised before matching (``/login/``, ``//login``,
     ``/./login`` and ``/log%69n`` all match ``/login``), so no variant escapes a rule.
     """
@@ -323,6 +344,12 @@ class Rule:
     response_cost: ResponseCostFunc | None = None
     penalty: str | float | timedelta | None = None
     messages: RateSpec | None = None
+    strategy: str | None = None
+    burst: int | None = None
+    concurrency: int | None = None
+    concurrency_timeout: str | float | timedelta = 60
+    align: str | None = None
+    tz: str | tzinfo | None = None
     _compiled: CompiledRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -360,6 +387,13 @@ class CompiledRule:
     penalty: int
     #: ``messages``: the rates of what a client sends per websocket connection.
     messages: tuple[RateLimitItem, ...] = ()
+    #: The strategy of the rule's rates (``None``: the limiter's) and what it needs
+    #: besides them (`PlanItem.option`: GCRA's burst, a calendar's time zone).
+    strategy: StrategySpec | None = None
+    option: Any = 0
+    #: ``concurrency``: N in flight per identity, as a limit item, and the lease timeout.
+    concurrency: RateLimitItem | None = None
+    concurrency_ms: int = 0
 
     @classmethod
     def build(cls, rule: Rule) -> CompiledRule:
@@ -434,9 +468,12 @@ class CompiledRule:
         if messages and rule.exempt:
             raise ConfigurationError(f"{where}: an exempt rule limits nothing; drop "
                                      "messages=")
+        strategy, option = _rule_strategy(rule, layers, where)
+        concurrency, concurrency_ms = _concurrency(rule, where)
         return cls(template, regex, methods, layers, function, keys, cost, rule.exempt,
                    rule.name or template, rule.shadow, exempt_when,
-                   rule.exempt or exempt_when is not None, settle, penalty, messages)
+                   rule.exempt or exempt_when is not None, settle, penalty, messages,
+                   strategy, option, concurrency, concurrency_ms)
 
     @property
     def limits(self) -> tuple[RateLimitItem, ...]:
@@ -449,6 +486,86 @@ class CompiledRule:
         if self.regex is None:
             return path == self.template
         return self.regex.fullmatch(path) is not None
+
+
+def _rule_strategy(rule: Rule, layers: tuple[Limit, ...],
+                   where: str) -> tuple[StrategySpec | None, Any]:
+    """The strategy *rule* counts its rates with and its option (`PlanItem.option`)."""
+    if rule.exempt and (rule.strategy is not None or rule.burst is not None
+                        or rule.align is not None):
+        raise ConfigurationError(f"{where}: an exempt rule counts nothing; drop strategy=, "
+                                 "burst= and align=")
+    return counting(rule.strategy, rule.burst, rule.align, rule.tz,
+                    [item for layer in layers for item in layer.items], where)
+
+
+def counting(strategy: str | None, burst: int | None, align: str | None, tz: object,
+             items: Sequence[RateLimitItem], where: str) -> tuple[StrategySpec | None, Any]:
+    """The strategy rates are counted with (``None``: the limiter's) and its option
+    (`PlanItem.option`), from the options ``Rule`` and the limiters' ``hit`` share."""
+    from ._strategies import CALENDAR, strategy_named
+
+    spec = None if strategy is None else strategy_named(strategy, f"{where}: strategy")
+    if burst is not None:
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigurationError(f"{where}: burst={burst!r}: must be a whole number >= 1")
+        if spec is None:
+            spec = strategy_named("gcra")
+        elif spec.name != "gcra":
+            raise ConfigurationError(f"{where}: burst= is GCRA's bucket size; use "
+                                     f"strategy='gcra' (not {spec.name!r}) or drop burst=")
+        return spec, burst
+    if tz is not None and align is None:
+        raise ConfigurationError(f"{where}: tz= says where calendar windows turn; add "
+                                 "align='calendar' or drop tz=")
+    if align is None:
+        return spec, 0
+    if align != "calendar":
+        raise ConfigurationError(f"{where}: align={align!r}: the one alignment is "
+                                 "'calendar'")
+    if spec is not None and spec.name != "fixed-window":
+        raise ConfigurationError(f"{where}: align='calendar' counts fixed calendar windows; "
+                                 f"drop strategy={spec.name!r}")
+    from ._strategies.calendar import ALIGNED_UNITS
+
+    for item in items:
+        if item.multiples != 1 or item.GRANULARITY.name not in ALIGNED_UNITS:
+            raise ConfigurationError(
+                f"{where}: align='calendar' needs windows of one unit ('1000/day', "
+                f"'100000/month', '100/hour'); {item!r} is not one")
+    return CALENDAR, _zone(tz, where)
+
+
+def _zone(tz: object, where: str) -> tzinfo | None:
+    """*tz* (``None``, a tzinfo or an IANA name) as a tzinfo; ``None`` for UTC."""
+    if tz is None or isinstance(tz, tzinfo):
+        return tz
+    if not isinstance(tz, str):
+        raise ConfigurationError(f"{where}: tz={tz!r}: give an IANA zone name such as "
+                                 "'Europe/Paris'")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"{where}: tz={tz!r} is not a time zone this machine "
+                                 "knows; use an IANA name such as 'Europe/Paris' (pip "
+                                 "install tzdata where the system has none)") from None
+
+
+def _concurrency(rule: Rule, where: str) -> tuple[RateLimitItem | None, int]:
+    """*rule*'s ``concurrency``: a limit item of N per timeout, and the timeout in ms."""
+    if rule.concurrency is None:
+        return None, 0
+    count = rule.concurrency
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigurationError(f"{where}: concurrency={count!r}: must be a whole number "
+                                 ">= 1 (requests in flight at once)")
+    if rule.exempt:
+        raise ConfigurationError(f"{where}: an exempt rule limits nothing; drop "
+                                 "concurrency=")
+    ms = parse_duration(rule.concurrency_timeout, f"{where}: concurrency_timeout")
+    return RateLimitItemPerSecond(count, -(-ms // 1000), namespace=NAMESPACE), ms
 
 
 class RuleTable:

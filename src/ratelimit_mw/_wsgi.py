@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from ._core import Decision
 from ._headers import PROBLEM_JSON, problem_body, unavailable_body
@@ -81,6 +81,8 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
             self._report(plan, decision, started, error))
         environ[ENVIRON_KEY] = decision
         extra = self.renderer.render(decision, shadow=through and not decision.allowed)
+        if decision.lease:
+            return self._leased(environ, start_response, decision, extra, through)
         if through and plan.settle is not None and decision.allowed and (
                 not decision.storage_error):
             # The reservation is settled when the app starts its response: before its
@@ -96,6 +98,60 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
         if not extra:
             return app(environ, start_response)
         return app(environ, _HeaderStartResponse(start_response, extra))
+
+
+    def _leased(self, environ: Environ, start_response: StartResponse, decision: Decision,
+                extra: list[tuple[str, str]], through: bool) -> Iterable[bytes]:
+        """A request holding a concurrency lease: released when the server closes the
+        response iterable (after its last chunk, or when the client went away), or when
+        the app raises before returning one."""
+        if not through:  # refused after a cluster slot took the lease: give it back
+            self.release(decision)
+            return self.limited_app(environ, _HeaderStartResponse(start_response, extra))
+        settle = _settler(self._checker, decision) if (
+            decision.plan.settle is not None and not decision.storage_error) else None
+        try:
+            body = self.app(environ, _HeaderStartResponse(start_response, extra, settle))
+        except BaseException:
+            self.release(decision)
+            raise
+        return _Leased(body, self, decision)
+
+    def release(self, decision: Decision) -> None:
+        """End *decision*'s lease where it was taken (the fallback's, in an outage)."""
+        if not self._release_nowait(decision):
+            self._checker.release(decision)
+
+
+class _Leased:
+    """A response iterable whose ``close()`` also ends the request's lease.
+
+    The server calls ``close()`` once the response is sent or abandoned (PEP 3333), so a
+    streaming response holds its slot until its last chunk. The app's own iterable is
+    closed first, as the server would have.
+    """
+
+    __slots__ = ("_body", "_decision", "_middleware")
+
+    def __init__(self, body: Iterable[bytes], middleware: WSGIRateLimitMiddleware,
+                 decision: Decision) -> None:
+        self._body = body
+        self._middleware = middleware
+        self._decision: Decision | None = decision
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        decision, self._decision = self._decision, None
+        if decision is None:
+            return
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._middleware.release(decision)
 
 
 def _settler(limiter: RateLimiter, decision: Decision) -> Callable[[str, list[tuple[str, str]]],

@@ -160,9 +160,11 @@ def check(url: str | None, timeout: float, out: TextIO) -> int:
     return 1 if report.failed else 0
 
 
-def _find_rule(settings: Settings, rule: str) -> tuple[str, tuple[Limit, ...]] | None:
-    """The counter name and the layers of the rule named (or templated) *rule* in
-    *settings*; ``None`` when there is no such rule.
+def _find_rule(settings: Settings, rule: str
+               ) -> tuple[str, tuple[Limit, ...], dict[str, Any]] | None:
+    """The counter name, the layers and how the rule named (or templated) *rule* in
+    *settings* counts (its ``strategy``, ``burst``, ``align`` and ``tz``, as the
+    limiters' ``peek`` and ``reset`` take them); ``None`` when there is no such rule.
 
     *rule* is compared with each rule's name and its normalised template (a path is
     normalised first, so ``/login`` finds a rule written ``/login/``). The counter is the
@@ -174,7 +176,7 @@ def _find_rule(settings: Settings, rule: str) -> tuple[str, tuple[Limit, ...]] |
     default = () if settings.default_limits == TIER else parse_layers(
         settings.default_limits, "default_limits")
     if rule == "default":
-        return "default", default
+        return "default", default, {}
     wanted = {rule}
     if rule.startswith("/"):
         with contextlib.suppress(ConfigurationError):
@@ -182,10 +184,13 @@ def _find_rule(settings: Settings, rule: str) -> tuple[str, tuple[Limit, ...]] |
     for entry in settings.rule_objects():
         compiled = entry.compiled
         if wanted & {compiled.name, compiled.template}:
-            return compiled.name, () if compiled.exempt else (compiled.layers or default)
+            how = {"strategy": entry.strategy, "burst": entry.burst, "align": entry.align,
+                   "tz": entry.tz}
+            return (compiled.name, () if compiled.exempt else (compiled.layers or default),
+                    how)
     if rule == "global":
         return "", parse_layers(settings.middleware_options()["global_limits"],
-                                "global_limits")
+                                "global_limits"), {}
     return None
 
 
@@ -199,6 +204,7 @@ def inspect(args: argparse.Namespace, settings: Settings, out: TextIO, *,
             clear: bool = False) -> int:
     found = _find_rule(settings, args.rule)
     counter = found[0] if found else args.rule
+    how = found[2] if found else {}
     # A layer is one of the rule's Limits, by name; without --layer, its unnamed one.
     layer = next((limit for limit in (found[1] if found else ())
                   if limit.name == args.layer), None)
@@ -216,8 +222,8 @@ def inspect(args: argparse.Namespace, settings: Settings, out: TextIO, *,
     try:
         for item in items:
             if clear:
-                limiter.reset(item, counter, args.identity, layer=args.layer)
-            quota = limiter.peek(item, counter, args.identity, layer=args.layer)
+                limiter.reset(item, counter, args.identity, layer=args.layer, **how)
+            quota = limiter.peek(item, counter, args.identity, layer=args.layer, **how)
             reset_in = max(0.0, quota.reset_at - time.time())
             out.write(f"{args.rule} {item!r} for {args.identity}: {quota.remaining}/"
                       f"{item.amount} left, resets in {reset_in:.0f}s"

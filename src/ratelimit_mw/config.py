@@ -61,7 +61,8 @@ TIER = "tier"
 ENV_PREFIX = "RATELIMIT_"
 _KEY_KINDS = ("client_ip", "api_key", "header", "shared")
 _RULE_FIELDS = {"path", "limits", "methods", "key", "cost", "exempt", "name", "shadow",
-                "penalty", "messages"}
+                "penalty", "messages", "strategy", "burst", "align", "tz", "concurrency",
+                "concurrency_timeout"}
 
 
 @dataclass(frozen=True)

@@ -100,12 +100,27 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
         decision, error = self._decide(plan)
         through, headers = self._decided(request, plan, decision, started, error)
         if not through:
+            self._release(decision)
             return _with_headers(self._refusal(request), headers)
-        response = self.get_response(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            self._release(decision)
+            raise
         deltas = _deltas(decision, response)
         if deltas is not None:
             self._checker.settle(decision, deltas)
+        if decision.lease and getattr(response, "streaming", False):
+            # Django closes a response once it is sent or abandoned: a streaming one
+            # holds its slot until then (the closers close() runs are Django's own).
+            response._resource_closers.append(lambda: self._release(decision))
+        else:
+            self._release(decision)
         return _with_headers(response, headers)
+
+    def _release(self, decision: Decision) -> None:
+        if decision.lease and not self._release_nowait(decision):
+            self._checker.release(decision)
 
     async def _acall(self, request: Any) -> Any:
         if not self.enabled:
@@ -120,7 +135,12 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
             decision, error = await self._adecide(plan)
         through, headers = self._decided(request, plan, decision, started, error)
         if through:
-            response = await self.get_response(request)
+            # Async Django releases a lease when the view returns: the closers a
+            # streaming response runs when sent are sync, called from a thread.
+            try:
+                response = await self.get_response(request)
+            finally:
+                await self._arelease(decision)
             deltas = _deltas(decision, response)
             if deltas is not None:
                 await self._checker.asettle(decision, deltas)
@@ -134,7 +154,13 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
             # A sync view of yours may touch the database: Django runs those in a thread.
             response = await (view(request) if iscoroutinefunction(view)
                               else sync_to_async(view)(request))
+        if not through:
+            await self._arelease(decision)
         return _with_headers(response, headers)
+
+    async def _arelease(self, decision: Decision) -> None:
+        if decision.lease and not self._release_nowait(decision):
+            await self._checker.arelease(decision)
 
     def _plan(self, request: Any) -> Plan | None:
         if self._routes is not None:

@@ -459,6 +459,41 @@ def test_inspect_and_reset_a_gcra_bucket(tmp_path: Path, redis_url: str,
     assert "5/5 left" in run(*base).stdout  # the fixed window's key is another one
 
 
+@pytest.mark.parametrize(("options", "key", "after_three"), [
+    ('strategy = "gcra"\nburst = 4', b"rlmw:gcra:rl/{%2Flogin/ip:203.0.113.7}/5/1/minute",
+     "1/5 left"),
+    ('align = "calendar"', b"rlmw:calendar:rl/{%2Flogin/ip:203.0.113.7}/5/1/day", "2/5 left"),
+])
+def test_inspect_and_reset_a_rule_with_a_strategy_of_its_own(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, options: str,
+        key: bytes, after_three: str) -> None:
+    """A rule's strategy= / burst= / align= in the file: the middleware counts with it
+    under that strategy's keys, and inspect / reset read them from the rule."""
+    config = tmp_path / "ratelimit.toml"
+    limits = "5/day" if "calendar" in options else "5/minute"
+    config.write_text(f'storage = "{redis_url}"\n[[rules]]\npath = "/login"\n'
+                      f'limits = "{limits}"\n{options}\n')
+    middleware = WSGIRateLimitMiddleware(
+        plain_app, **load_settings(config, environ={}).middleware_options())
+    try:
+        transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
+        with httpx.Client(transport=transport, base_url="http://test") as client:
+            for _ in range(3):
+                assert client.post("/login").status_code == 200
+    finally:
+        middleware.limiter.close()
+    assert redis_client.keys("*") == [key]
+    args = ("--rule", "/login", "--identity", IDENTITY, "--config", str(config))
+    result = run("inspect", *args)
+    assert result.returncode == 0, result.stdout
+    # A burst of 4 out of 5 per minute: 3 taken leave 1 (out of the bucket of 4).
+    assert after_three in result.stdout
+    result = run("reset", *args)
+    assert result.returncode == 0, result.stdout
+    assert "(cleared)" in result.stdout
+    assert redis_client.dbsize() == 0
+
+
 @pytest.mark.parametrize(("path", "rule"), [("/login", "/login"), ("/login", "login"),
                                            ("/login/", "/login"), ("//login/", "login")])
 def test_inspect_a_named_rule_by_path_or_name(tmp_path: Path, redis_url: str,

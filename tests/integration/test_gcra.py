@@ -16,7 +16,7 @@ from ratelimit_mw._core import Plan, PlanItem, Policy, item_key, storage_key
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._rules import parse_limits
 from ratelimit_mw._storage.memory import MemoryStore
-from ratelimit_mw._strategies import STRATEGIES
+from ratelimit_mw._strategies import KIND_NUMBERS, SCRIPT, STRATEGIES
 from tests.redis_topologies import PrivateCluster, redis_cluster
 
 pytestmark = pytest.mark.redis
@@ -154,7 +154,7 @@ async def test_cluster_async_peek_and_reset(redis_cluster: PrivateCluster) -> No
 
 # -- memory and Redis decide alike ---------------------------------------------------
 
-# The strategy's own script with Redis's TIME replaced by two trailing arguments (seconds,
+# The one script with Redis's TIME replaced by two trailing arguments (seconds,
 # microseconds), so a history can be replayed at chosen times. GCRA's state is the TAT
 # alone; Redis's TTL only collects idle keys, so freezing TIME leaves nothing else
 # depending on the real clock.
@@ -163,8 +163,8 @@ _LIMITS = ["10/second", "3/second", "7/minute", "2/second;5/minute", "3/second;4
 
 
 def _frozen_script() -> str:
-    assert GCRA.script.count(_TIME) == 1
-    return GCRA.script.replace(_TIME, "{ARGV[#ARGV - 1], ARGV[#ARGV]}")
+    assert SCRIPT.count(_TIME) == 1
+    return SCRIPT.replace(_TIME, "{ARGV[#ARGV - 1], ARGV[#ARGV]}")
 
 
 _steps = st.lists(st.tuples(
@@ -177,13 +177,14 @@ _steps = st.lists(st.tuples(
 
 
 @settings(max_examples=200, deadline=None)
-@given(limits=st.sampled_from(_LIMITS), steps=_steps)
+@given(limits=st.sampled_from(_LIMITS), steps=_steps, burst=st.sampled_from([0, 1, 3, 25]))
 # 3/second: the last request would put the TAT 2/3 ms past a full bucket, and is refused
-@example(limits="3/second", steps=[(0, 1, True)] * 3 + [(334, 1, True), (332, 1, True)])
+@example(limits="3/second", steps=[(0, 1, True)] * 3 + [(334, 1, True), (332, 1, True)], burst=0)
 # 3/second: 333 ms on, the TAT is 1/3 ms ahead, in the same whole millisecond as now
-@example(limits="3/second", steps=[(0, 1, True), (333, 3, True), (0, 2, True)])
+@example(limits="3/second", steps=[(0, 1, True), (333, 3, True), (0, 2, True)], burst=0)
 def test_memory_and_redis_give_the_same_integers(redis_url: str, limits: str,
-                                                 steps: list[tuple[int, int, bool]]) -> None:
+                                                 steps: list[tuple[int, int, bool]],
+                                                 burst: int) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         script = client.register_script(_frozen_script())
@@ -193,13 +194,15 @@ def test_memory_and_redis_give_the_same_integers(redis_url: str, limits: str,
         store = MemoryStore("gcra", lambda: now / 1000)
         for advance, cost, consume in steps:
             now += advance
-            plan = Plan("r", key, tuple(PlanItem(i, key, cost, f"p{n}")
+            # The burst (0: the amount) rides in the item's option, as Rule(burst=) puts it.
+            plan = Plan("r", key, tuple(PlanItem(i, key, cost, f"p{n}", option=burst)
                                         for n, i in enumerate(items)))
             keys = [k for item in plan.items
                     for k in GCRA.redis_keys("rlmw:gcra", item_key(item))]
-            args = [len(items), int(consume), 0, 0]  # no penalty
+            args: list[int | str] = [len(items), int(consume), 0, 0, ""]  # no penalty, lease
             for item in plan.items:
-                args += [item.limit.amount, item.limit.get_expiry(), cost]
+                args += [KIND_NUMBERS["gcra"], item.limit.amount, item.limit.get_expiry(),
+                         cost, burst]
             args += [now // 1000, now % 1000 * 1000]
             # less the penalty's ms left and the decision's time
             on_redis = [int(v) for v in script(keys=keys, args=args)][:-2]

@@ -46,7 +46,7 @@ def store(strategy: str) -> tuple[MemoryStore, Clock, Callable[[Plan], int]]:
 def test_a_refund_gives_back_the_reservation(strategy: str) -> None:
     memory, clock, left = store(strategy)
     p = plan()
-    _, token = memory.check(p)
+    token = memory.decision(p).token
     clock.ms += 10
     assert left(p) == 1
     memory.settle(p, (-1,), token)
@@ -57,9 +57,9 @@ def test_a_refund_gives_back_the_reservation(strategy: str) -> None:
 def test_a_refund_never_credits_a_later_window(strategy: str) -> None:
     memory, clock, left = store(strategy)
     p = plan()
-    _, old = memory.check(p)
+    old = memory.decision(p).token
     clock.ms += 2001  # two windows on: the old reservation holds nothing any more
-    _, new = memory.check(p)
+    new = memory.decision(p).token
     assert left(p) == 1
     memory.settle(p, (-1,), old)
     assert left(p) == 1  # the new reservation still counts
@@ -70,10 +70,10 @@ def test_a_refund_never_credits_a_later_window(strategy: str) -> None:
 def test_the_sliding_counter_refunds_the_window_the_reservation_went_into() -> None:
     memory, clock, left = store("sliding-window-counter")
     p = plan("1/second")
-    _, old = memory.check(p)
+    old = memory.decision(p).token
     clock.ms += 1001  # the old window is now the previous one, still weighing in
     assert left(p) == 1  # 1 * 999/1000, floored: the previous window weighs 0
-    _, new = memory.check(p)
+    new = memory.decision(p).token
     memory.settle(p, (-1,), old)  # taken from the previous counter, not the current
     key = p.items[0].limit_key
     current, _, previous, _ = memory.data[key]
@@ -87,7 +87,7 @@ def test_the_sliding_counter_refunds_the_window_the_reservation_went_into() -> N
 def test_a_debt_is_charged(strategy: str) -> None:
     memory, _clock, left = store(strategy)
     p = plan("4/minute")
-    _, token = memory.check(p)
+    token = memory.decision(p).token
     memory.settle(p, (2,), token)  # the response reported a cost of 3
     assert left(p) == 1
     memory.settle(p, (5,), token)  # past the limit: later requests pay
@@ -98,7 +98,7 @@ def test_a_debt_is_charged(strategy: str) -> None:
 def test_gcra_refunds_what_time_has_not_drained() -> None:
     memory, clock, left = store("gcra")
     p = plan("2/second")  # one every 500 ms
-    _, token = memory.check(p)
+    token = memory.decision(p).token
     clock.ms += 400  # 400 of its 500 ms have drained
     memory.settle(p, (-1,), token)
     entry = memory.data.get(p.items[0].limit_key)
@@ -109,7 +109,7 @@ def test_gcra_refunds_what_time_has_not_drained() -> None:
 def test_refunds_never_go_below_zero() -> None:
     memory, _clock, left = store("fixed-window")
     p = plan("3/minute", cost=2)
-    _, token = memory.check(p)
+    token = memory.decision(p).token
     memory.settle(p, (-5,), token)
     assert memory.data[p.items[0].limit_key][0] == 0
     assert left(p) == 3

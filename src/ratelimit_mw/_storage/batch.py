@@ -28,7 +28,7 @@ else:  # pragma: no cover - redis-py depends on async-timeout before 3.11
 
 __all__ = ["ScriptBatcher"]
 
-_Call = tuple[Sequence[str], Sequence[int], "asyncio.Future[Any]"]
+_Call = tuple[Sequence[str], Sequence[int | str], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
@@ -56,7 +56,7 @@ class ScriptBatcher:
         #: A bound on one pipeline's size, so a burst cannot build one huge reply.
         self.max_batch = max_batch
 
-    async def __call__(self, *, keys: Sequence[str], args: Sequence[int]) -> Any:
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[int | str]) -> Any:
         """The script's reply for *keys* and *args*: sent at once when nothing is in
         flight, else with the other calls of this tick, as one pipeline."""
         if not self._pending and not self._busy:
@@ -126,7 +126,7 @@ class ScriptBatcher:
                 return
             await self._answer(unloaded, retry=False)
 
-    async def _alone(self, keys: Sequence[str], args: Sequence[int]) -> Any:
+    async def _alone(self, keys: Sequence[str], args: Sequence[int | str]) -> Any:
         """One call, sent at once (reloading the script after a ``NOSCRIPT``, once)."""
         (reply,) = await self._exchange([(keys, args)])
         if _is_noscript(reply):
@@ -136,7 +136,7 @@ class ScriptBatcher:
             raise reply
         return reply
 
-    async def _exchange(self, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
+    async def _exchange(self, calls: Sequence[tuple[Sequence[str], Sequence[int | str]]],
                         ) -> list[Any]:
         """The replies to *calls*, sent as one write on one pooled connection.
 
@@ -152,7 +152,7 @@ class ScriptBatcher:
             except _UnansweredError as again:
                 raise again.error from stale.error
 
-    async def _exchange_once(self, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
+    async def _exchange_once(self, calls: Sequence[tuple[Sequence[str], Sequence[int | str]]],
                              ) -> list[Any]:
         """One attempt of `_exchange`.
 
@@ -207,7 +207,7 @@ class _UnansweredError(Exception):
         self.error = error
 
 
-def _pack(sha: str, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
+def _pack(sha: str, calls: Sequence[tuple[Sequence[str], Sequence[int | str]]],
           encoder: Any) -> bytes:
     """``EVALSHA`` for each call in RESP, the bytes redis-py's ``pack_commands`` makes.
 
@@ -225,7 +225,8 @@ def _pack(sha: str, calls: Sequence[tuple[Sequence[str], Sequence[int]]],
         out.append(head)
         out.append(_bulk(b"%d" % len(keys)))
         out += [_bulk(key.encode(encoding, errors)) for key in keys]
-        out += [_bulk(b"%d" % arg) for arg in args]
+        # Integers, and the strings of a call (a concurrency lease, ASCII hex).
+        out += [_bulk(b"%d" % arg if isinstance(arg, int) else arg.encode()) for arg in args]
     return b"".join(out)
 
 

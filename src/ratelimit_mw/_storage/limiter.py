@@ -24,9 +24,9 @@ import limits.strategies
 from limits import RateLimitItem, parse
 
 from .._breaker import CircuitBreaker
-from .._core import Decision, Plan, PlanItem, Quota, layer_key, limit_key, penalty_key
+from .._core import Decision, Plan, PlanItem, Quota, layer_key, penalty_key
 from .._flow import Flow, arun, run
-from .._rules import NAMESPACE
+from .._rules import NAMESPACE, counting
 from .._strategies import Strategy, strategy_named
 from ..errors import ConfigurationError, StorageError
 from ..events import EventHook, StorageEventHook, storage_listener
@@ -49,6 +49,17 @@ from .scripts import ScriptPath, check_flow, peek_flow, reset_flow
 __all__ = ["AsyncRateLimiter", "RateLimiter"]
 
 logger = logging.getLogger("ratelimit_mw.middleware")
+
+#: How ``hit``, ``peek`` and ``reset`` count a limit when told other than the limiter's
+#: strategy: ``(strategy, burst, align, tz)``, as on `Rule`.
+Counting = tuple[str | None, int | None, str | None, Any]
+
+
+def _how(strategy: str | None, burst: int | None, align: str | None,
+         tz: Any) -> Counting | None:
+    if strategy is None and burst is None and align is None and tz is None:
+        return None
+    return strategy, burst, align, tz
 
 
 class _Limiter:
@@ -148,13 +159,32 @@ class _Limiter:
 
     def _in_memory(self, memory: MemoryStore, plan: Plan, consume: bool = True) -> Decision:
         # No I/O: the sync and the async limiter both call this directly.
-        if plan.settle is None or not consume:
+        if plan.settle is None and not plan.lease and plan.penalty is None:
             quotas = memory.quotas(plan, consume=consume)
             if len(quotas) == 1:
                 return Decision(quotas[0].allowed, plan, quotas)
             return Decision(all(q.allowed for q in quotas), plan, quotas)
-        quotas, token = memory.check(plan)
-        return Decision(all(q.allowed for q in quotas), plan, quotas, token=token)
+        return memory.decision(plan, consume=consume)
+
+    def release_nowait(self, decision: Decision) -> bool:
+        """End *decision*'s lease in memory (no I/O) and return ``True``; ``False`` where
+        a storage call is needed (`RateLimiter.release` / `AsyncRateLimiter.arelease`)."""
+        if not decision.lease:
+            return True
+        if self.memory is None:
+            return False
+        self.memory.release(decision.plan, decision.lease)
+        return True
+
+    def _release_flow(self, decision: Decision) -> Flow[None]:
+        if self._scripts is not None:
+            yield from self._scripts.release_flow(decision.plan, decision.lease)
+
+    def _release_failed(self, error: StorageError) -> None:
+        # The lease times out by itself (the rule's concurrency_timeout): the slot is
+        # held that long, never lost.
+        logger.warning("releasing a concurrency lease failed (%s); its slot frees when "
+                       "the lease times out", error)
 
     @property
     def can_settle(self) -> bool:
@@ -182,19 +212,21 @@ class _Limiter:
                            "again, reserved costs stand as charged", error)
 
     def _peek(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
-              layer: str | None) -> Flow[Quota]:
-        plan = self._plan(limit, identifiers, 1, layer)
+              layer: str | None, how: Counting | None) -> Flow[Quota]:
+        plan = self._plan(limit, identifiers, 1, layer, how)
         if self.memory is not None:
             return self._in_memory(self.memory, plan, consume=False).quotas[0]
-        if self.strategy is None and self._scripts is not None:  # a script-only strategy
-            return (yield from self._scripts.peek_flow(plan))
+        if self._scripts is not None and (self.strategy is None
+                                          or plan.items[0].strategy is not None):
+            return (yield from self._scripts.peek_flow(plan))  # only our scripts read it
         return (yield from peek_flow(plan.items[0]))
 
     def _remember(self, decision: Decision, asked: float) -> Decision:
         """*decision*, remembered when it is a refusal worth repeating locally (not for
-        rules that settle: a refund elsewhere may free room before its retry_after)."""
+        rules that settle or lease: a refund or a response ending elsewhere may free room
+        before its retry_after)."""
         if (self.denials is not None and not decision.allowed
-                and decision.plan.settle is None):
+                and decision.plan.settle is None and not decision.plan.lease):
             self.denials.add(decision, asked)
         return decision
 
@@ -205,14 +237,14 @@ class _Limiter:
             self.denials.clear()
 
     def _reset(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
-               layer: str | None) -> Flow[None]:
-        item = self._plan(limit, identifiers, 1, layer).items[0]
+               layer: str | None, how: Counting | None) -> Flow[None]:
+        item = self._plan(limit, identifiers, 1, layer, how).items[0]
         self._forget_refusals()
         if self.memory is not None:
-            self.memory.clear(limit_key(item.limit, item.key))
+            self.memory.clear_item(item)
             return
-        if self.strategy is None and self._scripts is not None:  # a script-only strategy
-            yield from self._scripts.reset_flow(item)
+        if self._scripts is not None and (self.strategy is None or item.strategy is not None):
+            yield from self._scripts.reset_flow(item)  # only our scripts know its keys
             return
         yield from reset_flow(item)
 
@@ -244,7 +276,7 @@ class _Limiter:
         return item
 
     def _plan(self, limit: str | RateLimitItem, identifiers: tuple[str, ...],
-              cost: int, layer: str | None = None) -> Plan:
+              cost: int, layer: str | None = None, how: Counting | None = None) -> Plan:
         if not identifiers:
             raise ConfigurationError("give at least one identifier, e.g. hit('10/minute', "
                                      "'user:42')")
@@ -253,9 +285,16 @@ class _Limiter:
         if layer is not None and (not isinstance(layer, str) or not layer):
             raise ConfigurationError(f"layer={layer!r}: give the name of a Limit, e.g. "
                                      "layer='tenant'")
+        item = self._item(limit)
+        strategy, option = counting(*how, [item], "hit") if how else (None, 0)
+        if strategy is not None and (self.memory is None and self._scripts is None):
+            raise ConfigurationError(f"strategy, burst and align need memory:// or Redis "
+                                     f"(our scripts decide them); {self.display_url} has "
+                                     "none")
         key = layer_key(*identifiers, name=layer)
-        return Plan("/".join(identifiers), key, (PlanItem(self._item(limit), key, cost,
-                                                           "limit"),))
+        return Plan("/".join(identifiers), key, (PlanItem(item, key, cost, "limit",
+                                                           strategy=strategy,
+                                                           option=option),))
 
     @property
     def display_url(self) -> str:
@@ -319,26 +358,51 @@ class RateLimiter(_Limiter):
         except StorageError as error:
             self._settle_failed(error)
 
+    def release(self, decision: Decision) -> None:
+        """End *decision*'s concurrency lease: its slots are free for other requests.
+
+        Never raises for the storage: a release that fails is logged, and the lease
+        times out by itself.
+        """
+        if self.release_nowait(decision):
+            return
+        try:
+            with self._guarded:
+                run(self._release_flow(decision), self.strategy)
+        except StorageError as error:
+            self._release_failed(error)
+
     def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1,
-            layer: str | None = None) -> Quota:
+            layer: str | None = None, strategy: str | None = None, burst: int | None = None,
+            align: str | None = None, tz: Any = None) -> Quota:
         """Consume *cost* from *limit* for *identifiers*; the quota after the hit.
 
         *layer* names a `Limit`'s layer: ``hit("1000/hour", "/search", tenant,
-        layer="tenant")`` counts where the middleware counts that layer.
+        layer="tenant")`` counts where the middleware counts that layer. *strategy*,
+        *burst*, *align* and *tz* count as a `Rule` with those options does
+        (``hit("10/second", "user:42", burst=20)``); give a rule's own to reach its
+        counters.
         """
-        return self.check(self._plan(limit, identifiers, cost, layer)).quotas[0]
+        return self.check(self._plan(limit, identifiers, cost, layer,
+                                     _how(strategy, burst, align, tz))).quotas[0]
 
     def peek(self, limit: str | RateLimitItem, *identifiers: str,
-             layer: str | None = None) -> Quota:
-        """The quota of *limit* for *identifiers* (in *layer*), without consuming it."""
+             layer: str | None = None, strategy: str | None = None, burst: int | None = None,
+             align: str | None = None, tz: Any = None) -> Quota:
+        """The quota of *limit* for *identifiers* (in *layer*, counted as `hit` says),
+        without consuming it."""
+        how = _how(strategy, burst, align, tz)
         with self._wrapped:
-            return run(self._peek(limit, identifiers, layer), self.strategy)
+            return run(self._peek(limit, identifiers, layer, how), self.strategy)
 
     def reset(self, limit: str | RateLimitItem, *identifiers: str,
-              layer: str | None = None) -> None:
-        """Clear the counter of *limit* for *identifiers* (in *layer*)."""
+              layer: str | None = None, strategy: str | None = None, burst: int | None = None,
+              align: str | None = None, tz: Any = None) -> None:
+        """Clear the counter of *limit* for *identifiers* (in *layer*, counted as `hit`
+        says)."""
+        how = _how(strategy, burst, align, tz)
         with self._wrapped:
-            run(self._reset(limit, identifiers, layer), self.strategy)
+            run(self._reset(limit, identifiers, layer, how), self.strategy)
 
     def penalty(self, rule: str, identity: str, *, clear: bool = False) -> float:
         """Seconds left of *identity*'s penalty under *rule* (its name or template);
@@ -411,6 +475,16 @@ class AsyncRateLimiter(_Limiter):
         except StorageError as error:
             self._settle_failed(error)
 
+    async def arelease(self, decision: Decision) -> None:
+        """`RateLimiter.release`, awaited."""
+        if self.release_nowait(decision):
+            return
+        try:
+            with self._guarded:
+                await arun(self._release_flow(decision), self.strategy)
+        except StorageError as error:
+            self._release_failed(error)
+
     async def acheck(self, plan: Plan) -> Decision:
         """Hit every limit of *plan* and return the decision with every quota."""
         if self.memory is not None:
@@ -429,21 +503,30 @@ class AsyncRateLimiter(_Limiter):
         return self._remember(decision, asked)
 
     async def hit(self, limit: str | RateLimitItem, *identifiers: str, cost: int = 1,
-                  layer: str | None = None) -> Quota:
-        """Consume *cost* from *limit* for *identifiers* (in *layer*); the quota after."""
-        return (await self.acheck(self._plan(limit, identifiers, cost, layer))).quotas[0]
+                  layer: str | None = None, strategy: str | None = None,
+                  burst: int | None = None, align: str | None = None,
+                  tz: Any = None) -> Quota:
+        """`RateLimiter.hit`, awaited."""
+        plan = self._plan(limit, identifiers, cost, layer, _how(strategy, burst, align, tz))
+        return (await self.acheck(plan)).quotas[0]
 
     async def peek(self, limit: str | RateLimitItem, *identifiers: str,
-                   layer: str | None = None) -> Quota:
-        """The quota of *limit* for *identifiers* (in *layer*), without consuming it."""
+                   layer: str | None = None, strategy: str | None = None,
+                   burst: int | None = None, align: str | None = None,
+                   tz: Any = None) -> Quota:
+        """`RateLimiter.peek`, awaited."""
+        how = _how(strategy, burst, align, tz)
         with self._wrapped:
-            return await arun(self._peek(limit, identifiers, layer), self.strategy)
+            return await arun(self._peek(limit, identifiers, layer, how), self.strategy)
 
     async def reset(self, limit: str | RateLimitItem, *identifiers: str,
-                    layer: str | None = None) -> None:
-        """Clear the counter of *limit* for *identifiers* (in *layer*)."""
+                    layer: str | None = None, strategy: str | None = None,
+                    burst: int | None = None, align: str | None = None,
+                    tz: Any = None) -> None:
+        """`RateLimiter.reset`, awaited."""
+        how = _how(strategy, burst, align, tz)
         with self._wrapped:
-            await arun(self._reset(limit, identifiers, layer), self.strategy)
+            await arun(self._reset(limit, identifiers, layer, how), self.strategy)
 
     async def penalty(self, rule: str, identity: str, *, clear: bool = False) -> float:
         """`RateLimiter.penalty`, awaited."""

@@ -8,6 +8,7 @@ per call.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +19,8 @@ from limits.util import WindowStats
 
 from .._core import Decision, Penalty, Plan, PlanItem, Quota, item_key, penalized
 from .._flow import Flow, Op
-from .._strategies import StrategySpec
+from .._strategies import KIND_NUMBERS, SCRIPT, SETTLE_SCRIPT, StrategySpec
+from .._strategies.base import decode_plan, plan_marks
 from .batch import ScriptBatcher
 
 __all__ = ["ScriptPath", "check_flow", "peek_flow", "reset_flow"]
@@ -37,19 +39,23 @@ class ScriptPath:
     the strategy's layout (``limits``' own, for the strategies ``limits`` has).
     """
 
-    __slots__ = ("_decode", "_keys", "_prefix", "_script", "_settle", "_slot", "_spec",
-                 "client", "runner")
+    __slots__ = ("_kind", "_prefix", "_prefixes", "_script", "_settle", "_slot", "_spec", "client",
+                 "runner")
 
     def __init__(self, client: Any, prefix: str, spec: StrategySpec) -> None:
         self.client = client
         self._spec = spec
-        self._script = client.register_script(spec.script)
-        self._settle = client.register_script(spec.settle_script)
+        self._kind = KIND_NUMBERS[spec.name]
+        # One script for every strategy: a plan may mix them (`_strategies.SCRIPT`).
+        self._script = client.register_script(SCRIPT)
+        self._settle = client.register_script(SETTLE_SCRIPT)
         #: What sends one script call: the script itself, or a ScriptBatcher around it.
         self.runner: Callable[..., Any] = self._script
         self._prefix = prefix
-        self._decode = spec.decode
-        self._keys = spec.redis_keys
+        #: Each strategy's key prefix: the storage's for the limiter's own strategy, so
+        #: its keys stay where ``limits`` reads them; a prefix of its own for the others
+        #: (`prefix_for`), since strategies keep different Redis types under one key.
+        self._prefixes: dict[str, str] = {spec.name: prefix}
         #: A cluster runs a script on the node of its keys' slot: a plan whose keys span
         #: slots (limits of several identities) is decided slot by slot, `_per_slot`.
         self._slot: Callable[[bytes], int] | None = None
@@ -57,6 +63,23 @@ class ScriptPath:
             from redis.crc import key_slot  # redis is installed: this is its client
 
             self._slot = key_slot
+
+    def prefix_for(self, spec: StrategySpec | None) -> str:
+        """The key prefix of *spec*'s keys (``None``: the limiter's strategy).
+
+        Our URLs give the storage the prefix ``<KEY_PREFIX>:<strategy>``: another
+        strategy swaps the last part, so a rule's GCRA keys are where a limiter whose
+        strategy is GCRA keeps them. A storage built by hand gets ``:<strategy>`` added.
+        """
+        if spec is None:
+            return self._prefix
+        found = self._prefixes.get(spec.name)
+        if found is None:
+            base, _, last = self._prefix.rpartition(":")
+            found = (f"{base}:{spec.name}" if base and last == self._spec.name
+                     else f"{self._prefix}:{spec.name}")
+            self._prefixes[spec.name] = found
+        return found
 
     @classmethod
     def for_storage(cls, storage: Any, spec: StrategySpec) -> ScriptPath | None:
@@ -84,42 +107,57 @@ class ScriptPath:
     def flow(self, plan: Plan, *, consume: bool = True) -> Flow[Decision]:
         """One script call for the whole plan; the quotas decoded from its reply.
 
-        With *consume* false the script only reads (a peek): nothing is admitted.
+        With *consume* false the script only reads (a peek): nothing is admitted. A plan
+        with a concurrency limit takes a new lease (`Decision.lease`).
         """
-        keys, args, slots = self._call(plan.items, consume, plan.penalty)
+        lease = secrets.token_hex(8) if plan.lease else ""
+        keys, args, slots = self._call(plan.items, consume, plan.penalty, lease)
         if len(slots) > 1:
-            return (yield from self._per_slot(plan, slots, consume))
+            return (yield from self._per_slot(plan, slots, consume, lease))
         reply = yield _script_call(self.runner, keys, args)
         values = [int(v) for v in reply]
         at = values.pop()  # the decision's time, in Redis's clock
         held = values.pop()  # the penalty's ms left
         now = time.time()
-        quotas = self._decode(plan, values, now)
+        quotas = decode_plan(self._spec, plan, values, now)
         if held:
             return Decision(False, plan, penalized(quotas, held, now))
-        if plan.settle is None:  # nothing will be settled: no token to build
-            return Decision(all(q.allowed for q in quotas), plan, quotas)
-        return Decision(all(q.allowed for q in quotas), plan, quotas,
-                        token=self._spec.marks(values, at))
+        allowed = all(q.allowed for q in quotas)
+        if plan.settle is None and not lease:  # nothing to settle or release
+            return Decision(allowed, plan, quotas)
+        return Decision(allowed, plan, quotas,
+                        token=plan_marks(self._spec, plan, values, at) if plan.settle else (),
+                        lease=lease if allowed and consume else "")
 
     def settle_flow(self, plan: Plan, deltas: Sequence[int],
                     token: Sequence[int]) -> Flow[None]:
         """Apply *deltas* to the reservation of a decision (its *token*): one call per
         hash slot (one call off a cluster); limits with no delta are left out."""
         groups: dict[int, list[Any]] = {}
-        prefix, layout, slot = self._prefix, self._keys, self._slot
+        slot = self._slot
+        now = time.time()
         for index, (item, delta) in enumerate(zip(plan.items, deltas, strict=True)):
             if not delta:
                 continue
-            item_keys = layout(prefix, item_key(item))
+            spec = item.strategy or self._spec
+            item_keys = spec.redis_keys(self.prefix_for(item.strategy), item_key(item))
             group = groups.setdefault(0 if slot is None else slot(item_keys[0].encode()),
                                       [[], [0]])
             group[0] += item_keys
             group[1][0] += 1
-            group[1] += (item.limit.amount, item.limit.get_expiry(), delta,
-                         token[2 * index], token[2 * index + 1])
+            group[1] += (KIND_NUMBERS[spec.name], item.limit.amount,
+                         item.limit.get_expiry(), delta, token[2 * index],
+                         token[2 * index + 1], spec.argument(item, now))
         for keys, args in groups.values():
             yield _script_call(self._settle, keys, args)
+
+    def release_flow(self, plan: Plan, lease: str) -> Flow[None]:
+        """End *lease* on every concurrency limit of *plan*: the slots are free again."""
+        names = [item.strategy.redis_keys(self.prefix_for(item.strategy), item_key(item))[0]
+                 for item in plan.items
+                 if item.strategy is not None and item.strategy.unit is not None]
+        if names:
+            yield _release(self.client, names, lease)
 
     def peek_flow(self, plan: Plan) -> Flow[Quota]:
         """The quota of *plan*'s one item read by the script, without consuming it.
@@ -130,8 +168,9 @@ class ScriptPath:
         return decision.quotas[0]
 
     def reset_flow(self, item: PlanItem) -> Flow[None]:
-        """Delete the Redis keys of *item*, in the strategy's layout."""
-        keys = self._keys(self._prefix, item_key(item))
+        """Delete the Redis keys of *item*, in its strategy's layout."""
+        keys = (item.strategy or self._spec).redis_keys(self.prefix_for(item.strategy),
+                                                         item_key(item))
         client = self.client
         yield lambda _strategy: client.delete(*keys)
 
@@ -144,29 +183,39 @@ class ScriptPath:
         return max(0, int(ttl)) / 1000
 
     def _call(self, items: Sequence[PlanItem], consume: bool = True,
-              penalty: Penalty | None = None,
-              ) -> tuple[list[str], list[int], dict[int, list[int]]]:
+              penalty: Penalty | None = None, lease: str = "",
+              ) -> tuple[list[str], list[int | str], dict[int, list[int]]]:
         """The script's keys and arguments for *items* (see `LUA_PRELUDE`); on a cluster,
         also the positions of the items in each hash slot (else an empty dict)."""
         keys: list[str] = []
-        args: list[int] = [len(items), int(consume)]
-        args += (penalty.ms, penalty.triggers) if penalty else (0, 0)
-        prefix, layout, slot = self._prefix, self._keys, self._slot
+        args: list[int | str] = [len(items), int(consume)]
+        args += (penalty.ms, penalty.triggers, lease) if penalty else (0, 0, lease)
+        default, slot = self._spec, self._slot
         # Off a cluster nothing is grouped: the shared empty dict, never written to.
         slots: dict[int, list[int]] = {} if slot is not None else _NO_SLOTS
+        now = 0.0
         for position, item in enumerate(items):
-            item_keys = layout(prefix, item_key(item))
+            spec = item.strategy
+            if spec is None:
+                item_keys = default.redis_keys(self._prefix, item_key(item))
+                args += (self._kind, item.limit.amount, item.limit.get_expiry(), item.cost,
+                         0)
+            else:
+                item_keys = spec.redis_keys(self.prefix_for(spec), item_key(item))
+                if spec.timed and not now:
+                    now = time.time()
+                args += (KIND_NUMBERS[spec.name], item.limit.amount,
+                         item.limit.get_expiry(), item.cost, spec.argument(item, now))
             if slot is not None:
                 # Every key of an item carries its plan item's hash tag: one slot each.
                 slots.setdefault(slot(item_keys[0].encode()), []).append(position)
             keys += item_keys
-            args += (item.limit.amount, item.limit.get_expiry(), item.cost)
         if penalty:
             keys.append(f"{self._prefix}:{penalty.key}")
         return keys, args, slots
 
     def _per_slot(self, plan: Plan, slots: dict[int, list[int]],
-                  consume: bool) -> Flow[Decision]:
+                  consume: bool, lease: str) -> Flow[Decision]:
         """A plan across cluster slots: every slot decides without consuming first, and
         only when all have room is each consumed.
 
@@ -188,13 +237,13 @@ class ScriptPath:
             if penalty:
                 penalty = penalty._replace(triggers=sum(
                     1 for i in positions if i < penalty.triggers))
-            keys, args, _ = self._call(part.items, admit, penalty)
+            keys, args, _ = self._call(part.items, admit, penalty, lease)
             reply = yield _script_call(self.runner, keys, args)
             values = [int(v) for v in reply]
             at = values.pop()
             held[0] = max(held[0], values.pop())
-            decided = self._decode(part, values, time.time())
-            marks = self._spec.marks(values, at)
+            decided = decode_plan(self._spec, part, values, time.time())
+            marks = plan_marks(self._spec, part, values, at)
             for number, (position, quota) in enumerate(zip(positions, decided, strict=True)):
                 found[position] = quota
                 tokens[position] = marks[2 * number:2 * number + 2]
@@ -217,15 +266,29 @@ class ScriptPath:
         if held[0]:
             return Decision(False, plan, penalized(tuple(quotas), held[0], time.time()))
         if not fits:
-            return Decision(False, plan, tuple(quotas))
+            # A slot may have taken the lease before a later one refused: give it back.
+            return Decision(False, plan, tuple(quotas), lease=lease if consume else "")
         return Decision(True, plan, tuple(quotas),
-                        token=tuple(v for pair in tokens for v in pair))
+                        token=tuple(v for pair in tokens for v in pair), lease=lease)
 
 
 _NO_SLOTS: dict[int, list[int]] = {}
 
 
-def _script_call(runner: Callable[..., Any], keys: list[str], args: list[int]) -> Op:
+def _release(client: Any, names: list[str], lease: str) -> Op:
+    if len(names) == 1:
+        return lambda _strategy: client.zrem(names[0], lease)
+    # One round trip for a rule's several leases; a pipeline, since a cluster may hold
+    # them in different slots (redis-py's cluster pipeline routes each command).
+    def release(_strategy: Any) -> Any:
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.zrem(name, lease)
+        return pipe.execute()
+    return release
+
+
+def _script_call(runner: Callable[..., Any], keys: list[str], args: list[int | str]) -> Op:
     return lambda _strategy: runner(keys=keys, args=args)
 
 

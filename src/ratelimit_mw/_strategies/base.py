@@ -2,15 +2,16 @@
 
 A strategy decides a whole plan in one step, in the same integers on every storage:
 
-- on Redis, its Lua script (the shared `LUA_PRELUDE` plus the strategy's ``read`` and
-  ``write`` functions) answers in one round trip;
+- on Redis, its Lua ``read`` and ``write`` functions answer in one round trip, inside
+  the one script that holds every strategy (`script`), so a plan may mix strategies;
 - in memory, its `MemoryAlgorithm` gives the same integers for the same history;
 - its ``decode`` turns those integers into `Quota` objects, so the arithmetic of resets
   and retries lives once, in plain unit-tested Python.
 
 All or nothing, everywhere: every limit of a plan is read first, and only when all of them
-have room is any of them consumed. That rule is written once for Lua (`LUA_PRELUDE`'s
-``decide``) and once for memory (`decide_in_memory`).
+have room is any of them consumed. That rule is written once for Lua (`LUA_DECIDE`) and
+once for memory (`decide_in_memory`). A plan item names its strategy; one that does not
+(``None``) uses the limiter's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any, Protocol
 from .._core import Plan, PlanItem, Quota
 
 __all__ = ["LUA_PRELUDE", "SETTLE_PRELUDE", "Decoder", "MemoryAlgorithm", "MemoryBase",
-           "StrategySpec", "decide_in_memory"]
+           "StrategySpec", "decide_in_memory", "decode_plan", "plan_marks", "script",
+           "settle_script"]
 
 #: Turns a script's integers for a plan into one `Quota` per plan item.
 Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
@@ -31,11 +33,20 @@ Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
 # replication is switched on; on Redis >= 5 this is already the default and a no-op.
 # Time is Redis's own (TIME), so every app server agrees on it whatever its clock; times
 # cross the wire as integer milliseconds (Lua numbers become integer replies).
+#
+# One script holds every strategy (`script`), so a plan whose limits use different
+# strategies (a rule's GCRA beside the global fixed window, a concurrency lease beside a
+# rate) is still decided all or nothing in one call. Each strategy's ``read`` and
+# ``write`` live in a ``do ... end`` block of their own and are filed in ``KINDS`` under
+# the strategy's number (`KIND_NUMBERS`), with how many keys one of its limits has.
+#
 # ARGV: n; "0" for a dry run (decided and answered, nothing admitted: peeks of the
 # strategies whose keys only our scripts read, and the first step of a plan whose keys
 # span Redis Cluster slots), else "1"; the penalty in ms (0: none) and how many of the
-# first limits trigger it; then per limit amount, expiry (seconds), cost. KEYS: each
-# limit's keys, then the penalty's key when there is a penalty.
+# first limits trigger it; the lease a concurrency limit takes ("" when none); then per
+# limit its strategy's number, amount, expiry (seconds), cost and the strategy's extra
+# integer (GCRA's burst, a calendar window's end, a lease's timeout; 0 when none).
+# KEYS: each limit's keys, then the penalty's key when there is a penalty.
 # The answer: each limit's integers, then the penalty's ms left (0: none), then the time.
 LUA_PRELUDE = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
@@ -44,69 +55,97 @@ local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local n = tonumber(ARGV[1])
 local consume = ARGV[2] ~= '0'
 local penalty, triggers = tonumber(ARGV[3]), tonumber(ARGV[4])
-local function spec(i)
-  return tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3]), tonumber(ARGV[3 * i + 4])
+local lease = ARGV[5]
+local KINDS = {}
+"""
+LUA_DECIDE = """
+-- read(k, amount, expiry, cost, extra) -> state, fits; write(k, state, fits, admit,
+-- amount, expiry, cost, extra) -> the limit's integers (k: the limit's first key).
+-- Nothing is consumed unless every limit fits, and nothing while the identity serves a
+-- penalty.
+local specs, first = {}, 1
+for i = 1, n do
+  local b = 5 * i
+  local kind = KINDS[tonumber(ARGV[b + 1])]
+  specs[i] = {kind, first, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]),
+              tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])}
+  first = first + kind[3]
 end
--- read(i, amount, expiry, cost) -> state, fits; write(i, state, fits, admit, amount,
--- expiry, cost) -> the limit's integers. Nothing is consumed unless every limit fits,
--- and nothing while the identity serves a penalty.
-local function decide(read, write)
-  local held = 0
-  if penalty > 0 then held = math.max(0, redis.call('PTTL', KEYS[#KEYS])) end
-  local states, fits, admit = {}, {}, consume and held == 0
-  local refused = false
-  for i = 1, n do
-    local amount, expiry, cost = spec(i)
-    states[i], fits[i] = read(i, amount, expiry, cost)
-    if not fits[i] then
-      admit = false
-      if i <= triggers then refused = true end
-    end
+local held = 0
+if penalty > 0 then held = math.max(0, redis.call('PTTL', KEYS[#KEYS])) end
+local states, fits, admit = {}, {}, consume and held == 0
+local refused = false
+for i = 1, n do
+  local s = specs[i]
+  states[i], fits[i] = s[1][1](s[2], s[3], s[4], s[5], s[6])
+  if not fits[i] then
+    admit = false
+    if i <= triggers then refused = true end
   end
-  if refused and consume and held == 0 and penalty > 0 then
-    redis.call('SET', KEYS[#KEYS], 1, 'PX', penalty)
-    held = penalty
-  end
-  local out = {}
-  for i = 1, n do
-    local amount, expiry, cost = spec(i)
-    for _, value in ipairs(write(i, states[i], fits[i], admit, amount, expiry, cost)) do
-      out[#out + 1] = value
-    end
-  end
-  out[#out + 1] = held
-  -- the time of the decision, last: a settle finds the reservation by it
-  out[#out + 1] = now_ms
-  return out
 end
+if refused and consume and held == 0 and penalty > 0 then
+  redis.call('SET', KEYS[#KEYS], 1, 'PX', penalty)
+  held = penalty
+end
+local out = {}
+for i = 1, n do
+  local s = specs[i]
+  for _, value in ipairs(s[1][2](s[2], states[i], fits[i], admit, s[3], s[4], s[5], s[6])) do
+    out[#out + 1] = value
+  end
+end
+out[#out + 1] = held
+-- the time of the decision, last: a settle finds the reservation by it
+out[#out + 1] = now_ms
+return out
 """
 
 # Settling a reservation once the response is known (``count_when``, ``response_cost``).
-# ARGV: n, then per limit amount, expiry (seconds), delta (negative: a refund), the ms
-# time of the decision that reserved it, and its strategy's mark (`StrategySpec.mark`).
-# A strategy's ``settle(i, amount, expiry, delta, at, mark)`` refunds only what the
-# reservation still holds (never a later window's room, never below zero) and charges a
-# positive delta as a debt.
+# ARGV: n, then per limit its strategy's number, amount, expiry (seconds), delta
+# (negative: a refund), the ms time of the decision that reserved it, its strategy's mark
+# (`StrategySpec.mark`) and extra integer. A strategy's ``settle(k, amount, expiry,
+# delta, at, mark, extra)`` refunds only what the reservation still holds (never a later
+# window's room, never below zero) and charges a positive delta as a debt.
 SETTLE_PRELUDE = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local n = tonumber(ARGV[1])
+local KINDS = {}
 """
 SETTLE_LOOP = """
+local first = 1
 for i = 1, n do
-  local b = 5 * i - 4
-  settle(i, tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]),
-         tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]))
+  local b = 7 * i - 6
+  local kind = KINDS[tonumber(ARGV[b + 1])]
+  kind[1](first, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
+          tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]))
+  first = first + kind[2]
 end
 return n
 """
+
+
+def script(specs: Sequence[StrategySpec]) -> str:
+    """The one decision script of *specs*: strategy number ``i + 1`` is ``specs[i]``."""
+    blocks = [f"do\n{spec.lua}\nKINDS[{number}] = {{read, write, {spec.keys}}}\nend\n"
+              for number, spec in enumerate(specs, 1)]
+    return LUA_PRELUDE + "".join(blocks) + LUA_DECIDE
+
+
+def settle_script(specs: Sequence[StrategySpec]) -> str:
+    """The one settle script of *specs*, numbered as in `script`."""
+    blocks = [f"do\n{spec.settle_lua}\nKINDS[{number}] = {{settle, {spec.keys}}}\nend\n"
+              for number, spec in enumerate(specs, 1)]
+    return SETTLE_PRELUDE + "".join(blocks) + SETTLE_LOOP
 
 
 class MemoryTable(Protocol):
     """What a memory algorithm may touch: the entries, and filing a key for expiry."""
 
     data: dict[str, Any]
+    #: The lease the decision being made takes (a concurrency limit's member); "" none.
+    lease: str
 
     def key(self, item: PlanItem, now: int) -> str:
         """The key *item* is counted under (the table may bound how many it keeps)."""
@@ -161,23 +200,61 @@ class MemoryBase:
         return self.write(table, key, item, state, fits, consume and fits, now)
 
 
-def decide_in_memory(algorithm: MemoryAlgorithm, table: MemoryTable, plan: Plan, now: int,
+def decide_in_memory(default: StrategySpec, table: MemoryTable, plan: Plan, now: int,
                      consume: bool) -> list[int]:
-    """The integers of the strategy's script for *plan*, decided all or nothing."""
+    """The integers of the script for *plan*, decided all or nothing; items without a
+    strategy of their own use *default*'s."""
     reads = []
     admit = consume
     for item in plan.items:
+        algorithm = (item.strategy or default).memory
         key = table.key(item, now)
         state, fits = algorithm.read(table, key, item, now, consume)
-        reads.append((key, state, fits))
+        reads.append((algorithm, key, state, fits))
         admit = admit and fits
     out: list[int] = []
-    for item, (key, state, fits) in zip(plan.items, reads, strict=True):
+    for item, (algorithm, key, state, fits) in zip(plan.items, reads, strict=True):
         out += algorithm.write(table, key, item, state, fits, admit, now)
     return out
 
 
-@dataclass(frozen=True)
+def decode_plan(default: StrategySpec, plan: Plan, values: Sequence[int],
+                now: float) -> tuple[Quota, ...]:
+    """The quotas of *plan* from a script's integers (without the trailing ones), each
+    item decoded by its strategy (*default* where it names none)."""
+    items = plan.items
+    if all(item.strategy is None for item in items):
+        return default.decode(plan, values, now)
+    quotas: list[Quota] = []
+    position = 0
+    for item in items:
+        spec = item.strategy or default
+        quotas += spec.decode(plan._replace(items=(item,)),
+                              values[position:position + spec.width], now)
+        position += spec.width
+    return tuple(quotas)
+
+
+def plan_marks(default: StrategySpec, plan: Plan, values: Sequence[int],
+               at: int) -> tuple[int, ...]:
+    """`StrategySpec.marks` of a plan whose items may name their strategies."""
+    items = plan.items
+    if all(item.strategy is None for item in items):
+        return default.marks(values, at)
+    out: list[int] = []
+    position = 0
+    for item in items:
+        spec = item.strategy or default
+        out += spec.marks(values[position:position + spec.width], at)
+        position += spec.width
+    return tuple(out)
+
+
+def _no_argument(item: PlanItem, now: float) -> int:
+    return int(item.option or 0)
+
+
+@dataclass(frozen=True, repr=False)
 class StrategySpec:
     """One strategy, as every storage path needs it.
 
@@ -186,10 +263,10 @@ class StrategySpec:
         StrategySpec("fixed-window", FIXED_WINDOW_LUA, decode, FixedWindow(),
                      lambda prefix, key: (f"{prefix}:{key}",), "FixedWindowRateLimiter")
 
-    *lua* is the script body after `LUA_PRELUDE` (it defines ``read`` and ``write``);
-    *redis_keys* gives the Redis keys of one limit from the storage's key prefix and the
-    limit's ``limits`` key (the layout ``limits`` itself uses for the strategy, so it can
-    still read and clear them); *limits_class* names the ``limits`` strategy class used on
+    *lua* defines the strategy's ``read`` and ``write`` (see `LUA_DECIDE`); *redis_keys*
+    gives the Redis keys of one limit from the storage's key prefix and the limit's
+    ``limits`` key (the layout ``limits`` itself uses for the strategy, so it can still
+    read and clear them); *limits_class* names the ``limits`` strategy class used on
     storages without scripts (memcached, MongoDB, ...), ``None`` where ``limits`` has none.
     """
 
@@ -199,22 +276,27 @@ class StrategySpec:
     memory: MemoryAlgorithm
     redis_keys: Callable[[str, str], tuple[str, ...]]
     limits_class: str | None
-    #: The Lua ``settle`` function (after `SETTLE_PRELUDE`), what a settle applies.
+    #: The Lua ``settle`` function (see `SETTLE_PRELUDE`), what a settle applies.
     settle_lua: str = ""
     #: Integers per limit in the script's answer, and which of them is the limit's mark
     #: for a settle (``None``: the decision's time alone finds the reservation).
     width: int = 0
     mark: int | None = None
+    #: The extra integer the script gets for a limit (`LUA_PRELUDE`) from its plan item
+    #: and the time: the item's ``option`` unless the strategy computes it.
+    argument: Callable[[PlanItem, float], int] = _no_argument
+    #: The ``RateLimit-Policy`` quota unit (``qu``); ``None``: requests, the default.
+    unit: str | None = None
+    #: Whether the strategy's ``argument`` changes with time (read per call, not cached).
+    timed: bool = False
+
+    def __repr__(self) -> str:
+        return f"StrategySpec({self.name!r})"
 
     @property
-    def script(self) -> str:
-        """The whole Lua script: the prelude, the strategy's functions, the decision."""
-        return LUA_PRELUDE + self.lua + "\nreturn decide(read, write)\n"
-
-    @property
-    def settle_script(self) -> str:
-        """The Lua script that settles reservations: prelude, ``settle``, the loop."""
-        return SETTLE_PRELUDE + self.settle_lua + SETTLE_LOOP
+    def keys(self) -> int:
+        """How many Redis keys one limit of this strategy has."""
+        return len(self.redis_keys("p", "k"))
 
     def marks(self, values: Sequence[int], at: int) -> tuple[int, ...]:
         """What a settle needs of each limit of a decision: ``(at, mark)`` pairs, flat.

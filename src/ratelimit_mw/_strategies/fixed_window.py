@@ -15,18 +15,18 @@ from .base import MemoryBase, MemoryTable, StrategySpec, single_key
 __all__ = ["FIXED_WINDOW"]
 
 _LUA = """
-local function read(i, amount, expiry, cost)
-  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+local function read(k, amount, expiry, cost, extra)
+  local count = tonumber(redis.call('GET', KEYS[k]) or '0')
   return count, count + cost <= amount
 end
-local function write(i, count, fits, admit, amount, expiry, cost)
+local function write(k, count, fits, admit, amount, expiry, cost, extra)
   if admit then
-    count = redis.call('INCRBY', KEYS[i], cost)
+    count = redis.call('INCRBY', KEYS[k], cost)
   end
-  local ttl = redis.call('PTTL', KEYS[i])
+  local ttl = redis.call('PTTL', KEYS[k])
   if admit and ttl < 0 then
     -- a new window (or a counter that lost its TTL): it ends one expiry from now
-    redis.call('EXPIRE', KEYS[i], expiry)
+    redis.call('EXPIRE', KEYS[k], expiry)
     ttl = expiry * 1000
   elseif ttl < 0 then
     ttl = expiry * 1000
@@ -41,14 +41,14 @@ end
 # whole ms and TIME is read to the ms, hence the 2 ms of slack; a later window ends at
 # least a window later.
 _SETTLE = """
-local function settle(i, amount, expiry, delta, at, mark)
-  local ttl = redis.call('PTTL', KEYS[i])
+local function settle(k, amount, expiry, delta, at, mark, extra)
+  local ttl = redis.call('PTTL', KEYS[k])
   if delta > 0 then
-    redis.call('INCRBY', KEYS[i], delta)
-    if ttl < 0 then redis.call('EXPIRE', KEYS[i], expiry) end
+    redis.call('INCRBY', KEYS[k], delta)
+    if ttl < 0 then redis.call('EXPIRE', KEYS[k], expiry) end
   elseif ttl > 0 and math.abs(now_ms + ttl - at - mark) <= 2 then
-    local count = tonumber(redis.call('GET', KEYS[i]) or '0')
-    redis.call('SET', KEYS[i], math.max(0, count + delta), 'KEEPTTL')
+    local count = tonumber(redis.call('GET', KEYS[k]) or '0')
+    redis.call('SET', KEYS[k], math.max(0, count + delta), 'KEEPTTL')
   end
 end
 """

@@ -3,15 +3,18 @@
 ``"10/second"`` is a bucket of 10 that refills one every 100 ms: a burst of 10 passes at
 once, then one request per emission interval ``T = window / amount``. A request of cost
 ``c`` moves the theoretical arrival time (TAT) to ``max(TAT, now) + c * T`` and is
-admitted when that is at most one window ahead of now (the burst tolerance
-``(amount - 1) * T`` plus its own interval).
+admitted when that is at most ``burst * T`` ahead of now (the burst tolerance
+``(burst - 1) * T`` plus its own interval). The burst is the amount unless the rule sets
+one (``Rule(..., burst=N)``, the plan item's ``option``): ``"10/second"`` with burst 3
+still sustains 10 a second, but never more than 3 at once.
 
 Our layout (``limits`` has no GCRA): one string per limit under the ``limits`` key,
 ``"<ms>+<rem>/<amount>"``: the TAT is ``ms + rem / amount`` epoch milliseconds, exactly,
 since ``T`` is a whole number of milliseconds only when the amount divides the window.
 Its TTL is until the TAT, when the bucket is full again and the key means nothing.
 
-Integers per limit: allowed, remaining (requests of cost 1 that would pass now), ms
+Integers per limit: allowed, remaining (requests of cost 1 that would pass now, out of
+the burst), ms
 until one more would (0 when the bucket is full), ms until a request of this cost would
 pass (0 when it fits), and how far the TAT is ahead of now (whole ms; what a settle
 needs to know of a reservation).
@@ -31,29 +34,28 @@ __all__ = ["GCRA"]
 # integers, so Lua's arithmetic is the same as Python's. A cost above the amount never
 # fits (it needs more than the whole bucket) and is not multiplied out.
 _LUA = """
-local function read(i, amount, expiry, cost)
-  local window = expiry * 1000
+local function read(k, amount, expiry, cost, extra)
+  local window, burst = expiry * 1000, extra > 0 and extra or amount
   local ms, rem = now_ms, 0
-  local stored = redis.call('GET', KEYS[i])
+  local stored = redis.call('GET', KEYS[k])
   if stored then
     local tat, frac = string.match(stored, '^(%d+)%+(%d+)/')
     tat, frac = tonumber(tat), tonumber(frac)
     if tat and tat >= now_ms and (tat > now_ms or frac > 0) then ms, rem = tat, frac end
   end
-  if cost > amount then return {ms, rem, 0, 0}, false end
+  if cost > burst then return {ms, rem, 0, 0}, false end
   local total = rem + cost * window
   local new_ms, new_rem = ms + math.floor(total / amount), total % amount
-  local ahead = new_ms - now_ms
-  return {ms, rem, new_ms, new_rem}, ahead < window or (ahead == window and new_rem == 0)
+  return {ms, rem, new_ms, new_rem}, (new_ms - now_ms) * amount + new_rem <= burst * window
 end
-local function write(i, s, fits, admit, amount, expiry, cost)
-  local window = expiry * 1000
+local function write(k, s, fits, admit, amount, expiry, cost, extra)
+  local window, burst = expiry * 1000, extra > 0 and extra or amount
   local ms, rem = s[1], s[2]
   if admit then
     ms, rem = s[3], s[4]
     local ttl = ms - now_ms
     if rem > 0 then ttl = ttl + 1 end
-    redis.call('SET', KEYS[i], string.format('%d+%d/%d', ms, rem, amount), 'PX', ttl)
+    redis.call('SET', KEYS[k], string.format('%d+%d/%d', ms, rem, amount), 'PX', ttl)
   end
   local owed = (ms - now_ms) * amount + rem
   local used = math.floor((owed + window - 1) / window)
@@ -64,14 +66,14 @@ local function write(i, s, fits, admit, amount, expiry, cost)
   end
   local retry = 0
   if not fits then
-    if cost > amount then
+    if cost > burst then
       retry = window
     else
-      retry = s[3] - now_ms - window
-      if s[4] > 0 then retry = retry + 1 end
+      local over = (s[3] - now_ms) * amount + s[4] - burst * window
+      retry = math.floor((over + amount - 1) / amount)
     end
   end
-  return {fits and 1 or 0, amount - used, reset, retry, ms - now_ms}
+  return {fits and 1 or 0, burst - used, reset, retry, ms - now_ms}
 end
 """
 
@@ -81,10 +83,10 @@ end
 # took, never past a full bucket); a debt moves the TAT on from max(TAT, now), as a hit
 # does, past the burst if need be. Computed relative to now, in 1/amount ms, as `write`.
 _SETTLE = """
-local function settle(i, amount, expiry, delta, at, mark)
+local function settle(k, amount, expiry, delta, at, mark, extra)
   local window = expiry * 1000
   local owed = 0
-  local stored = redis.call('GET', KEYS[i])
+  local stored = redis.call('GET', KEYS[k])
   if stored then
     local tat, frac = string.match(stored, '^(%d+)%+(%d+)/')
     tat, frac = tonumber(tat), tonumber(frac)
@@ -97,13 +99,13 @@ local function settle(i, amount, expiry, delta, at, mark)
   end
   owed = owed + delta
   if owed <= 0 then
-    redis.call('DEL', KEYS[i])
+    redis.call('DEL', KEYS[k])
     return
   end
   local ms, rem = now_ms + math.floor(owed / amount), owed % amount
   local ttl = ms - now_ms
   if rem > 0 then ttl = ttl + 1 end
-  redis.call('SET', KEYS[i], string.format('%d+%d/%d', ms, rem, amount), 'PX', ttl)
+  redis.call('SET', KEYS[k], string.format('%d+%d/%d', ms, rem, amount), 'PX', ttl)
 end
 """
 
@@ -118,23 +120,22 @@ class _Memory(MemoryBase):
     def read(self, table: MemoryTable, key: str, item: PlanItem, now: int,
              consume: bool) -> tuple[Any, bool]:
         amount, cost = item.limit.amount, item.cost
-        window = item.limit.get_expiry() * 1000
+        window, burst = item.limit.get_expiry() * 1000, item.option or amount
         entry = table.data.get(key)
         ms, rem = now, 0
         if entry is not None and (entry[0] > now or (entry[0] == now and entry[1] > 0)):
             ms, rem = entry
-        if cost > amount:
+        if cost > burst:
             return (entry, ms, rem, 0, 0), False
         new_ms, new_rem = divmod(rem + cost * window, amount)
         new_ms += ms
-        ahead = new_ms - now
-        return (entry, ms, rem, new_ms, new_rem), ahead < window or (
-            ahead == window and new_rem == 0)
+        return (entry, ms, rem, new_ms, new_rem), (
+            (new_ms - now) * amount + new_rem <= burst * window)
 
     def write(self, table: MemoryTable, key: str, item: PlanItem, state: Any, fits: bool,
               admit: bool, now: int) -> list[int]:
         amount, cost = item.limit.amount, item.cost
-        window = item.limit.get_expiry() * 1000
+        window, burst = item.limit.get_expiry() * 1000, item.option or amount
         entry, ms, rem, new_ms, new_rem = state
         if admit:
             ms, rem = new_ms, new_rem
@@ -148,8 +149,9 @@ class _Memory(MemoryBase):
         reset = _ceil_div(owed - (used - 1) * window, amount) if used > 0 else 0
         retry = 0
         if not fits:
-            retry = window if cost > amount else new_ms - now - window + (new_rem > 0)
-        return [int(fits), amount - used, reset, retry, ms - now]
+            retry = window if cost > burst else _ceil_div(
+                (new_ms - now) * amount + new_rem - burst * window, amount)
+        return [int(fits), burst - used, reset, retry, ms - now]
 
     def expires(self, entry: Any) -> int:
         return int(entry[0] + (entry[1] > 0))

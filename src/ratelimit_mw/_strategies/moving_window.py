@@ -19,37 +19,37 @@ __all__ = ["MOVING_WINDOW"]
 
 _LUA = """
 local now = now_ms / 1000
-local function read(i, amount, expiry, cost)
+local function read(k, amount, expiry, cost, extra)
   local start = now - expiry
   -- entries are newest first: binary search for the last one still in the window
-  local lo, hi, last = 0, redis.call('LLEN', KEYS[i]) - 1, -1
+  local lo, hi, last = 0, redis.call('LLEN', KEYS[k]) - 1, -1
   while lo <= hi do
     local mid = math.floor((lo + hi) / 2)
-    local stamp = tonumber(redis.call('LINDEX', KEYS[i], mid))
+    local stamp = tonumber(redis.call('LINDEX', KEYS[k], mid))
     if stamp and stamp >= start then last = mid; lo = mid + 1 else hi = mid - 1 end
   end
   return last + 1, last + 1 + cost <= amount
 end
-local function write(i, count, fits, admit, amount, expiry, cost)
+local function write(k, count, fits, admit, amount, expiry, cost, extra)
   local retry = 0
   if not fits then
     -- room for `cost` once the entry at index amount - cost has left the window
-    local stamp = cost <= amount and tonumber(redis.call('LINDEX', KEYS[i], amount - cost))
+    local stamp = cost <= amount and tonumber(redis.call('LINDEX', KEYS[k], amount - cost))
     retry = stamp and math.max(0, math.ceil((stamp + expiry - now) * 1000)) or expiry * 1000
   end
   if admit then
     local stamps = {}
     for j = 1, cost do stamps[j] = string.format('%.6f', now) end
     for j = 1, cost, 5000 do
-      redis.call('LPUSH', KEYS[i], unpack(stamps, j, math.min(j + 4999, cost)))
+      redis.call('LPUSH', KEYS[k], unpack(stamps, j, math.min(j + 4999, cost)))
     end
-    redis.call('LTRIM', KEYS[i], 0, amount - 1)
-    redis.call('EXPIRE', KEYS[i], expiry)
+    redis.call('LTRIM', KEYS[k], 0, amount - 1)
+    redis.call('EXPIRE', KEYS[k], expiry)
     count = count + cost
   end
   local reset = expiry * 1000
   if count > 0 then
-    local oldest = tonumber(redis.call('LINDEX', KEYS[i], count - 1))
+    local oldest = tonumber(redis.call('LINDEX', KEYS[k], count - 1))
     if oldest then reset = math.max(0, math.ceil((oldest + expiry - now) * 1000)) end
   end
   return {fits and 1 or 0, count, reset, retry}
@@ -61,18 +61,18 @@ end
 # those (what is gone has left the window already), a debt adds entries stamped now. The
 # log keeps at most `amount` entries, so a debt never outlasts one full window.
 _SETTLE = """
-local function settle(i, amount, expiry, delta, at, mark)
+local function settle(k, amount, expiry, delta, at, mark, extra)
   if delta < 0 then
-    redis.call('LREM', KEYS[i], delta, string.format('%.6f', at / 1000))
+    redis.call('LREM', KEYS[k], delta, string.format('%.6f', at / 1000))
     return
   end
   local stamps = {}
   for j = 1, delta do stamps[j] = string.format('%.6f', now_ms / 1000) end
   for j = 1, delta, 5000 do
-    redis.call('LPUSH', KEYS[i], unpack(stamps, j, math.min(j + 4999, delta)))
+    redis.call('LPUSH', KEYS[k], unpack(stamps, j, math.min(j + 4999, delta)))
   end
-  redis.call('LTRIM', KEYS[i], 0, amount - 1)
-  redis.call('EXPIRE', KEYS[i], expiry)
+  redis.call('LTRIM', KEYS[k], 0, amount - 1)
+  redis.call('EXPIRE', KEYS[k], expiry)
 end
 """
 

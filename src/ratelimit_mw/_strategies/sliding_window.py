@@ -18,8 +18,8 @@ from .base import MemoryBase, MemoryTable, StrategySpec
 __all__ = ["SLIDING_WINDOW_COUNTER", "sliding_retry_ms"]
 
 _LUA = """
-local function read(i, amount, expiry, cost)
-  local prev_key, cur_key = KEYS[2 * i - 1], KEYS[2 * i]
+local function read(k, amount, expiry, cost, extra)
+  local prev_key, cur_key = KEYS[k], KEYS[k + 1]
   local window = expiry * 1000
   local cur_ttl = redis.call('PTTL', cur_key)
   if cur_ttl > 0 and cur_ttl < window then
@@ -34,8 +34,8 @@ local function read(i, amount, expiry, cost)
   local weighted = math.floor(prev * prev_ttl / window) + cur
   return {prev, prev_ttl, cur, cur_ttl}, weighted + cost <= amount
 end
-local function write(i, s, fits, admit, amount, expiry, cost)
-  local cur_key = KEYS[2 * i]
+local function write(k, s, fits, admit, amount, expiry, cost, extra)
+  local cur_key = KEYS[k + 1]
   if admit then
     if redis.call('EXISTS', cur_key) == 1 then
       s[3] = redis.call('INCRBY', cur_key, cost)
@@ -54,8 +54,8 @@ end
 # after a rollover the previous one, which keeps its TTL): a refund takes it back from
 # whichever of the two still ends then, else from neither. A debt is a hit now.
 _SETTLE = """
-local function settle(i, amount, expiry, delta, at, mark)
-  local prev_key, cur_key = KEYS[2 * i - 1], KEYS[2 * i]
+local function settle(k, amount, expiry, delta, at, mark, extra)
+  local prev_key, cur_key = KEYS[k], KEYS[k + 1]
   if delta > 0 then
     if redis.call('EXISTS', cur_key) == 1 then
       redis.call('INCRBY', cur_key, delta)
