@@ -20,6 +20,7 @@ from .._core import Decision, Penalty, Plan, PlanItem, Quota, item_key, penalize
 from .._flow import Flow, Op
 from .._strategies import StrategySpec
 from .batch import ScriptBatcher
+from .sync_script import ScriptRunner
 
 __all__ = ["ScriptPath", "check_flow", "peek_flow", "reset_flow"]
 
@@ -80,6 +81,13 @@ class ScriptPath:
         batcher = ScriptBatcher(self.client, self._script)
         self.runner = batcher
         return batcher
+
+    def direct(self, client: Any) -> ScriptRunner:
+        """Send the checks on a connection of *client*'s pool kept per thread (a sync
+        standalone or Sentinel client: `sync_script.fits`)."""
+        runner = ScriptRunner(client, self._script)
+        self.runner = runner
+        return runner
 
     def flow(self, plan: Plan, *, consume: bool = True) -> Flow[Decision]:
         """One script call for the whole plan; the quotas decoded from its reply.
