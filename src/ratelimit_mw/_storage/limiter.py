@@ -45,6 +45,7 @@ from .redis import (
     storage_errors,
 )
 from .scripts import ScriptPath, check_flow, peek_flow, reset_flow
+from .sync_script import ScriptRunner, fits
 
 __all__ = ["AsyncRateLimiter", "RateLimiter"]
 
@@ -97,6 +98,7 @@ class _Limiter:
         self.memory: MemoryStore | None = None
         self._scripts: ScriptPath | None = None
         self._batcher: ScriptBatcher | None = None
+        self._runner: ScriptRunner | None = None
         self._needs_init = False
         self._settle_failing = False
         self._init_lock: asyncio.Lock | None = None
@@ -153,6 +155,9 @@ class _Limiter:
         self._batcher = self._scripts.batch() if (
             self._scripts is not None and self._batches and self.redis_options.batch
             and type(self._scripts.client).__name__ == "Redis") else None
+        # A sync client's checks go out on a connection kept per thread (sync_script).
+        if self._scripts is not None and not self._batches and fits(self._scripts.client):
+            self._runner = self._scripts.direct(self._scripts.client)
 
     def _flow(self, plan: Plan) -> Flow[Decision]:
         return self._scripts.flow(plan) if self._scripts else check_flow(plan)
@@ -416,6 +421,8 @@ class RateLimiter(_Limiter):
 
     def close(self) -> None:
         """Release the storage's connections (pools, a Sentinel's clients too)."""
+        if self._runner is not None:
+            self._runner.close()
         for client in clients(self.storage):
             client.close()
             pool = getattr(client, "connection_pool", None)

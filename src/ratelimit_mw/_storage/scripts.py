@@ -22,6 +22,7 @@ from .._flow import Flow, Op
 from .._strategies import KIND_NUMBERS, SCRIPT, SETTLE_SCRIPT, StrategySpec
 from .._strategies.base import decode_plan, plan_marks
 from .batch import ScriptBatcher
+from .sync_script import ScriptRunner
 
 __all__ = ["ScriptPath", "check_flow", "peek_flow", "reset_flow"]
 
@@ -49,7 +50,8 @@ class ScriptPath:
         # One script for every strategy: a plan may mix them (`_strategies.SCRIPT`).
         self._script = client.register_script(SCRIPT)
         self._settle = client.register_script(SETTLE_SCRIPT)
-        #: What sends one script call: the script itself, or a ScriptBatcher around it.
+        #: What sends one script call: the script itself, a ScriptBatcher around it
+        #: (asyncio) or a ScriptRunner on a connection kept per thread (sync).
         self.runner: Callable[..., Any] = self._script
         self._prefix = prefix
         #: Each strategy's key prefix: the storage's for the limiter's own strategy, so
@@ -103,6 +105,13 @@ class ScriptPath:
         batcher = ScriptBatcher(self.client, self._script)
         self.runner = batcher
         return batcher
+
+    def direct(self, client: Any) -> ScriptRunner:
+        """Send the checks on a connection of *client*'s pool kept per thread (a sync
+        standalone or Sentinel client: `sync_script.fits`)."""
+        runner = ScriptRunner(client, self._script)
+        self.runner = runner
+        return runner
 
     def flow(self, plan: Plan, *, consume: bool = True) -> Flow[Decision]:
         """One script call for the whole plan; the quotas decoded from its reply.
