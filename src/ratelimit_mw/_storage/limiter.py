@@ -164,7 +164,7 @@ class _Limiter:
 
     def _in_memory(self, memory: MemoryStore, plan: Plan, consume: bool = True) -> Decision:
         # No I/O: the sync and the async limiter both call this directly.
-        if plan.settle is None and not plan.lease and plan.penalty is None:
+        if (plan.settle is None and not plan.lease) or not consume:
             quotas = memory.quotas(plan, consume=consume)
             if len(quotas) == 1:
                 return Decision(quotas[0].allowed, plan, quotas)

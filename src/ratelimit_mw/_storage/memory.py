@@ -109,7 +109,11 @@ class MemoryStore:
         """Decide *plan* and decode the result: one `Quota` per plan item."""
         clock = self._clock()
         if plan.penalty is None and not plan.lease:
-            return self._quotas(plan, self._decide(plan, int(clock * 1000), consume), clock)
+            values = self._decide(plan, int(clock * 1000), consume)
+            items = plan.items
+            if len(items) == 1 and items[0].strategy is None:
+                return self._decode(plan, values, clock)
+            return decode_plan(self._spec, plan, values, clock)
         return self.decision(plan, consume=consume).quotas
 
     def _quotas(self, plan: Plan, values: list[int], clock: float) -> tuple[Quota, ...]:
