@@ -38,6 +38,9 @@ from ratelimit_mw._strategies import CALENDAR, CONCURRENCY, KIND_NUMBERS, SCRIPT
 from ratelimit_mw.errors import ConfigurationError
 from tests.redis_monitor import Monitor, client_commands
 from tests.redis_server import PrivateRedis
+from tests.redis_topologies import PrivateCluster, redis_cluster
+
+__all__ = ["redis_cluster"]  # the fixture, re-exported for pytest
 
 GCRA = STRATEGIES["gcra"]
 
@@ -508,3 +511,37 @@ def test_limiter_releases_are_idempotent_and_free_slots(storage_url: str) -> Non
     assert limiter.check(plan).allowed
     limiter.close()
 
+
+
+# -- Redis Cluster --------------------------------------------------------------------
+
+
+async def test_a_mixed_plan_on_a_cluster_is_one_slot_and_one_call(
+        redis_cluster: PrivateCluster) -> None:
+    """A rule's GCRA burst, its concurrency lease and the global fixed window: every key
+    of the identity in the slot of the rule's hash tag, decided in one script call;
+    the lease is released on the node that holds it."""
+    name = f"kinds-{uuid.uuid4().hex}"
+    policy = Policy(global_limits="1000/minute", rules=[
+        Rule("/x", "10/second", burst=2, concurrency=1, name=name)])
+    plan = policy.plan(RequestInfo("GET", "/x", client="192.0.2.1"))
+    assert plan is not None and plan.lease
+    limiter = AsyncRateLimiter(redis_cluster.url)
+    try:
+        first = await limiter.acheck(plan)
+        assert first.allowed and first.lease
+        busy = await limiter.acheck(plan)
+        assert not busy.allowed
+        assert busy.violated == (f"{name}-concurrency",)
+        await limiter.arelease(first)
+        second = await limiter.acheck(plan)
+        assert second.allowed  # the slot is free; the burst of 2 is now spent
+        await limiter.arelease(second)
+        third = await limiter.acheck(plan)
+        assert third.violated == (name,)
+        tag = plan.items[0].key[1:-1]
+        slot = int(redis_cluster.execute("CLUSTER", "KEYSLOT", tag))
+        assert int(redis_cluster.execute("CLUSTER", "KEYSLOT",
+                                         plan.items[1].key.encode())) == slot
+    finally:
+        await limiter.aclose()
