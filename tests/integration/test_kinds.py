@@ -525,11 +525,13 @@ async def test_a_mixed_plan_on_a_cluster_is_one_slot_and_one_call(
     policy = Policy(global_limits="1000/minute", rules=[
         Rule("/x", "10/second", burst=2, concurrency=1, name=name)])
     plan = policy.plan(RequestInfo("GET", "/x", client="192.0.2.1"))
-    assert plan is not None and plan.lease
+    assert plan is not None
+    assert plan.lease
     limiter = AsyncRateLimiter(redis_cluster.url)
     try:
         first = await limiter.acheck(plan)
-        assert first.allowed and first.lease
+        assert first.allowed
+        assert first.lease
         busy = await limiter.acheck(plan)
         assert not busy.allowed
         assert busy.violated == (f"{name}-concurrency",)
