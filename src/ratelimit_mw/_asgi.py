@@ -196,7 +196,15 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         if decision is None:
             decision, error = await self._adecide(plan)
         through, headers = self._decided(scope, plan, decision, started, error)
-        await self._handshake(scope, receive, send, decision, headers, through)
+        if not decision.lease:
+            await self._handshake(scope, receive, send, decision, headers, through)
+            return
+        # A rule's concurrency= counts open connections: the slot is held until the
+        # app's handler returns (the connection is over).
+        try:
+            await self._handshake(scope, receive, send, decision, headers, through)
+        finally:
+            await self.arelease(decision)
 
     def _decided(self, scope: Scope, plan: Plan, decision: Decision, started: float,
                  error: StorageError | None) -> tuple[bool, list[tuple[bytes, bytes]]]:

@@ -547,3 +547,44 @@ async def test_a_mixed_plan_on_a_cluster_is_one_slot_and_one_call(
                                          plan.items[1].key.encode())) == slot
     finally:
         await limiter.aclose()
+
+
+async def test_concurrency_on_a_websocket_route_counts_open_connections(
+        storage_url: str) -> None:
+    """A websocket holds its slot from the handshake until the app's handler returns."""
+    close = asyncio.Event()
+    accepted = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await close.wait()
+        await send({"type": "websocket.close", "code": 1000})
+
+    middleware = RateLimitMiddleware(app, storage=storage_url,
+                                     rules=[Rule("/ws", concurrency=1)])
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    scope = {**_scope("/ws"), "type": "websocket", "scheme": "ws", "subprotocols": []}
+    first = asyncio.ensure_future(middleware(dict(scope), receive, send))
+    await asyncio.wait_for(accepted.wait(), 5)
+    await middleware(dict(scope), receive, send)  # a second connection, refused
+    assert sent[-1] == {"type": "websocket.close", "code": 1008,
+                        "reason": "rate limit exceeded"}
+    close.set()
+    await asyncio.wait_for(first, 5)
+    accepted.clear()
+    close.clear()
+    third = asyncio.ensure_future(middleware(dict(scope), receive, send))
+    await asyncio.wait_for(accepted.wait(), 5)  # the slot was freed
+    close.set()
+    await asyncio.wait_for(third, 5)
+    assert middleware.limiter is not None
+    await middleware.limiter.aclose()
