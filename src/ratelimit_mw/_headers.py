@@ -64,9 +64,9 @@ class _Spelling(Generic[AnyStr]):
         self.number: AnyStr = number
         self.convert: Callable[[str], AnyStr] = convert
         #: (policy, id of its limit) -> the serialised name, the RateLimit-Policy member,
-        #: and the limit itself (held, so that no other limit can take its id).
-        #: Shared by every renderer: the strings depend on nothing else.
-        self.policies: dict[tuple[str, int], tuple[AnyStr, AnyStr, object]] = {}
+        #: the X-RateLimit-Limit value, and the limit itself (held, so that no other limit
+        #: can take its id). Shared by every renderer: the strings depend on nothing else.
+        self.policies: dict[tuple[str, int], tuple[AnyStr, AnyStr, AnyStr, object]] = {}
 
 
 _NAMES = ("RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
@@ -88,13 +88,14 @@ class HeaderRenderer:
     Header names and policy strings are prepared once per policy, not per request.
     """
 
-    __slots__ = ("_draft", "_legacy")
+    __slots__ = ("_draft", "_fields", "_legacy")
 
     def __init__(self, mode: str = "both") -> None:
         if mode not in HEADER_MODES:
             raise ConfigurationError(f"headers={mode!r}: use one of {', '.join(HEADER_MODES)}")
         self._draft = mode in ("draft", "both")
         self._legacy = mode in ("legacy", "both")
+        self._fields = self._draft or self._legacy  # "none": no quota fields at all
 
     def render(self, decision: Decision, now: float | None = None, *,
                shadow: bool = False) -> list[tuple[str, str]]:
@@ -121,26 +122,26 @@ class HeaderRenderer:
         if now is None:
             now = time.time()
         number = spelling.number
-        if self._draft:
-            items = decision.plan.items
+        if self._fields:
             if len(quotas) == 1:
-                policy, current = self._member(items[0], quotas[0], now, spelling)
+                # One limit, the common case: its constant fields come from the cache.
+                quota = quotas[0]
+                item = decision.plan.items[0]
+                found = spelling.policies.get((item.policy, id(item.limit)))
+                if found is None:
+                    found = self._policy(item, spelling)
+                remaining = quota.remaining if quota.remaining > 0 else 0  # r is non-negative
+                if self._draft:
+                    delay = math.ceil(quota.reset_at - now)
+                    out.append((spelling.policy, found[1]))
+                    out.append((spelling.ratelimit, spelling.member % (
+                        found[0], remaining, delay if delay > 0 else 0)))
+                if self._legacy:
+                    out.append((spelling.limit, found[2]))
+                    out.append((spelling.remaining, number % remaining))
+                    out.append((spelling.reset, number % math.ceil(quota.reset_at)))
             else:
-                members = [self._member(item, quota, now, spelling)
-                           for item, quota in zip(items, quotas, strict=True)]
-                policy = spelling.join.join([member[0] for member in members])
-                current = spelling.join.join([member[1] for member in members])
-            out.append((spelling.policy, policy))
-            out.append((spelling.ratelimit, current))
-        if self._legacy:
-            # The most restrictive limit: refused first, then the least remaining, then
-            # the latest reset.
-            tight = quotas[0] if len(quotas) == 1 else min(
-                quotas, key=lambda q: (q.allowed, max(0, q.remaining), -q.reset_at))
-            out.append((spelling.limit, number % tight.limit.amount))
-            remaining = tight.remaining
-            out.append((spelling.remaining, number % (remaining if remaining > 0 else 0)))
-            out.append((spelling.reset, number % math.ceil(tight.reset_at)))
+                self._render_many(decision, now, spelling, out)
         if not decision.allowed and not shadow:
             # Never earlier than the end of a refused limit's window, whatever the limiter
             # reported as retry_after; a refusal whose quotas all passed waits 1 s.
@@ -148,6 +149,26 @@ class HeaderRenderer:
                        default=0.0)
             out.append((spelling.retry_after, number % max(1, math.ceil(wait))))
         return out
+
+    def _render_many(self, decision: Decision, now: float, spelling: _Spelling[AnyStr],
+                     out: list[tuple[AnyStr, AnyStr]]) -> None:
+        """`_render`'s quota fields for a decision of several limits."""
+        quotas = decision.quotas
+        number = spelling.number
+        if self._draft:
+            members = [self._member(item, quota, now, spelling)
+                       for item, quota in zip(decision.plan.items, quotas, strict=True)]
+            out.append((spelling.policy, spelling.join.join([member[0] for member in members])))
+            out.append((spelling.ratelimit,
+                        spelling.join.join([member[1] for member in members])))
+        if self._legacy:
+            # The most restrictive limit: refused first, then the least remaining, then
+            # the latest reset.
+            tight = min(quotas, key=lambda q: (q.allowed, max(0, q.remaining), -q.reset_at))
+            out.append((spelling.limit, number % tight.limit.amount))
+            remaining = tight.remaining
+            out.append((spelling.remaining, number % (remaining if remaining > 0 else 0)))
+            out.append((spelling.reset, number % math.ceil(tight.reset_at)))
 
     def _member(self, item: PlanItem, quota: Quota, now: float,
                 spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr]:
@@ -161,8 +182,9 @@ class HeaderRenderer:
         return found[1], spelling.member % (found[0], remaining, delay if delay > 0 else 0)
 
     def _policy(self, item: PlanItem,
-                spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr, object]:
-        """The serialised policy name and its ``RateLimit-Policy`` member, cached."""
+                spelling: _Spelling[AnyStr]) -> tuple[AnyStr, AnyStr, AnyStr, object]:
+        """The serialised policy name, its ``RateLimit-Policy`` member and its
+        ``X-RateLimit-Limit`` value, cached."""
         cache = spelling.policies
         if len(cache) > 4096:  # bounded: policies are config, not input
             cache.clear()
@@ -174,7 +196,8 @@ class HeaderRenderer:
         member = (f"{serialised};q={limit.amount};w={limit.get_expiry()}" if unit is None
                   else f"{serialised};q={limit.amount};qu={sf_string(unit)}")
         found = cache[(item.policy, id(limit))] = (
-            spelling.convert(serialised), spelling.convert(member), limit)
+            spelling.convert(serialised), spelling.convert(member),
+            spelling.number % limit.amount, limit)
         return found
 
 
