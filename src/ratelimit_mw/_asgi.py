@@ -171,11 +171,6 @@ class RateLimitMiddleware(MiddlewareBase[AsyncRateLimiter, ASGIApp]):
         finally:
             await lease.release()
 
-    async def arelease(self, decision: Decision) -> None:
-        """End *decision*'s lease where it was taken (the fallback's, in an outage)."""
-        if not self._release_nowait(decision):
-            await self._checker.arelease(decision)
-
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A websocket connection: its messages limited (``Rule(messages=)``), then its
         handshake checked like a request (``websockets="limit"``)."""

@@ -142,6 +142,19 @@ class MiddlewareBase(Generic[L, A]):
             return True
         return self._checker.release_nowait(decision)
 
+    def release(self, decision: Decision) -> None:
+        """End *decision*'s lease where it was taken (the fallback's, in an outage): the
+        sync limiter's."""
+        if not self._release_nowait(decision):
+            checker: Any = self._checker
+            checker.release(decision)
+
+    async def arelease(self, decision: Decision) -> None:
+        """`release` on the async limiter."""
+        if not self._release_nowait(decision):
+            checker: Any = self._checker
+            await checker.arelease(decision)
+
     def _storage_failed(self, plan: Plan, error: StorageError) -> Decision:
         """Apply ``on_storage_error`` when the storage could not decide.
 

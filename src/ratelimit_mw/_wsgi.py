@@ -117,11 +117,6 @@ class WSGIRateLimitMiddleware(MiddlewareBase[RateLimiter, WSGIApp]):
             raise
         return _Leased(body, self, decision)
 
-    def release(self, decision: Decision) -> None:
-        """End *decision*'s lease where it was taken (the fallback's, in an outage)."""
-        if not self._release_nowait(decision):
-            self._checker.release(decision)
-
 
 class _Leased:
     """A response iterable whose ``close()`` also ends the request's lease.

@@ -100,12 +100,12 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
         decision, error = self._decide(plan)
         through, headers = self._decided(request, plan, decision, started, error)
         if not through:
-            self._release(decision)
+            self.release(decision)
             return _with_headers(self._refusal(request), headers)
         try:
             response = self.get_response(request)
         except BaseException:
-            self._release(decision)
+            self.release(decision)
             raise
         deltas = _deltas(decision, response)
         if deltas is not None:
@@ -113,14 +113,10 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
         if decision.lease and getattr(response, "streaming", False):
             # Django closes a response once it is sent or abandoned: a streaming one
             # holds its slot until then (the closers close() runs are Django's own).
-            response._resource_closers.append(lambda: self._release(decision))
+            response._resource_closers.append(lambda: self.release(decision))
         else:
-            self._release(decision)
+            self.release(decision)
         return _with_headers(response, headers)
-
-    def _release(self, decision: Decision) -> None:
-        if decision.lease and not self._release_nowait(decision):
-            self._checker.release(decision)
 
     async def _acall(self, request: Any) -> Any:
         if not self.enabled:
@@ -140,7 +136,7 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
             try:
                 response = await self.get_response(request)
             finally:
-                await self._arelease(decision)
+                await self.arelease(decision)
             deltas = _deltas(decision, response)
             if deltas is not None:
                 await self._checker.asettle(decision, deltas)
@@ -155,12 +151,8 @@ class RateLimitMiddleware(MiddlewareBase[Any, Any]):
             response = await (view(request) if iscoroutinefunction(view)
                               else sync_to_async(view)(request))
         if not through:
-            await self._arelease(decision)
+            await self.arelease(decision)
         return _with_headers(response, headers)
-
-    async def _arelease(self, decision: Decision) -> None:
-        if decision.lease and not self._release_nowait(decision):
-            await self._checker.arelease(decision)
 
     def _plan(self, request: Any) -> Plan | None:
         if self._routes is not None:

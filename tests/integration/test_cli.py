@@ -364,6 +364,19 @@ def login_config(tmp_path: Path, storage: str, extra: str = "") -> Path:
     return path
 
 
+def post_login(config: Path, times: int) -> list[int]:
+    """The statuses of *times* ``POST /login`` through the WSGI middleware built from
+    *config*, as the client 203.0.113.7."""
+    middleware = WSGIRateLimitMiddleware(
+        plain_app, **load_settings(config, environ={}).middleware_options())
+    try:
+        transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
+        with httpx.Client(transport=transport, base_url="http://test") as client:
+            return [client.post("/login").status_code for _ in range(times)]
+    finally:
+        middleware.limiter.close()
+
+
 def hit_login(url: str, times: int) -> None:
     limiter = RateLimiter(url)
     try:
@@ -423,20 +436,7 @@ def test_inspect_and_reset_a_gcra_bucket(tmp_path: Path, redis_url: str,
     """GCRA keeps a TAT, not a limits counter: inspect reads it through the strategy's
     script and reset deletes its key, from the configuration's strategy."""
     config = login_config(tmp_path, redis_url, 'strategy = "gcra"')
-
-    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
-        start_response("200 OK", [])  # type: ignore[operator]
-        return [b"ok"]
-
-    middleware = WSGIRateLimitMiddleware(
-        app, **load_settings(config, environ={}).middleware_options())
-    try:
-        transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
-        with httpx.Client(transport=transport, base_url="http://test") as client:
-            for _ in range(3):
-                assert client.post("/login").status_code == 200
-    finally:
-        middleware.limiter.close()
+    assert post_login(config, 3) == [200, 200, 200]
     assert redis_client.keys("*") == [b"rlmw:gcra:rl/{%2Flogin/ip:203.0.113.7}/5/1/minute"]
     args = ("--rule", "/login", "--identity", IDENTITY, "--config", str(config))
     result = run("inspect", *args)
@@ -473,15 +473,7 @@ def test_inspect_and_reset_a_rule_with_a_strategy_of_its_own(
     limits = "5/day" if "calendar" in options else "5/minute"
     config.write_text(f'storage = "{redis_url}"\n[[rules]]\npath = "/login"\n'
                       f'limits = "{limits}"\n{options}\n')
-    middleware = WSGIRateLimitMiddleware(
-        plain_app, **load_settings(config, environ={}).middleware_options())
-    try:
-        transport = httpx.WSGITransport(app=middleware, remote_addr="203.0.113.7")
-        with httpx.Client(transport=transport, base_url="http://test") as client:
-            for _ in range(3):
-                assert client.post("/login").status_code == 200
-    finally:
-        middleware.limiter.close()
+    assert post_login(config, 3) == [200, 200, 200]
     assert redis_client.keys("*") == [key]
     args = ("--rule", "/login", "--identity", IDENTITY, "--config", str(config))
     result = run("inspect", *args)

@@ -109,11 +109,7 @@ class MemoryStore:
         """Decide *plan* and decode the result: one `Quota` per plan item."""
         clock = self._clock()
         if plan.penalty is None and not plan.lease:
-            values = self._decide(plan, int(clock * 1000), consume)
-            items = plan.items
-            if len(items) == 1 and items[0].strategy is None:
-                return self._decode(plan, values, clock)
-            return decode_plan(self._spec, plan, values, clock)
+            return self._quotas(plan, self._decide(plan, int(clock * 1000), consume), clock)
         return self.decision(plan, consume=consume).quotas
 
     def _quotas(self, plan: Plan, values: list[int], clock: float) -> tuple[Quota, ...]:
@@ -126,13 +122,14 @@ class MemoryStore:
         the lease taken."""
         penalty = plan.penalty
         if penalty is None:
-            return self._decide_leased(plan, now, consume)
+            values, lease = self._decide_leased(plan, now, consume)
+            return values, 0, lease
         # Read, decided and set under the lock each, not across: a thread racing the
         # refusal that opens the penalty can still be decided by the limits alone, as a
         # request in flight on another server would be.
         until = self.penalties.get(penalty.key, 0)
         held = until - now if until > now else 0
-        values, _, lease = self._decide_leased(plan, now, consume and not held)
+        values, lease = self._decide_leased(plan, now, consume and not held)
         if consume and not held and not self._allowed(plan, values, penalty.triggers):
             with self._lock:
                 if len(self.penalties) >= self.max_keys:
@@ -151,12 +148,10 @@ class MemoryStore:
             position += (item.strategy or self._spec).width
         return True
 
-    def _decide_leased(self, plan: Plan, now: int, consume: bool
-                       ) -> tuple[list[int], int, str]:
-        if not plan.lease or not consume:
-            return self._decide(plan, now, consume), 0, ""
-        lease = str(next(self._leases))
-        return self._decide(plan, now, consume, lease), 0, lease
+    def _decide_leased(self, plan: Plan, now: int, consume: bool) -> tuple[list[int], str]:
+        """`_decide`, taking a new lease when the plan has a concurrency limit."""
+        lease = str(next(self._leases)) if plan.lease and consume else ""
+        return self._decide(plan, now, consume, lease), lease
 
     def release(self, plan: Plan, lease: str) -> None:
         """End *lease* on every concurrency limit of *plan*: its slots are free again."""

@@ -162,11 +162,11 @@ class ScriptPath:
 
     def release_flow(self, plan: Plan, lease: str) -> Flow[None]:
         """End *lease* on every concurrency limit of *plan*: the slots are free again."""
-        names = [item.strategy.redis_keys(self.prefix_for(item.strategy), item_key(item))[0]
-                 for item in plan.items
-                 if item.strategy is not None and item.strategy.unit is not None]
-        if names:
-            yield _release(self.client, names, lease)
+        for item in plan.items:
+            if item.strategy is not None and item.strategy.unit is not None:
+                name = item.strategy.redis_keys(self.prefix_for(item.strategy),
+                                                item_key(item))[0]
+                yield _release(self.client, name, lease)
 
     def peek_flow(self, plan: Plan) -> Flow[Quota]:
         """The quota of *plan*'s one item read by the script, without consuming it.
@@ -284,17 +284,8 @@ class ScriptPath:
 _NO_SLOTS: dict[int, list[int]] = {}
 
 
-def _release(client: Any, names: list[str], lease: str) -> Op:
-    if len(names) == 1:
-        return lambda _strategy: client.zrem(names[0], lease)
-    # One round trip for a rule's several leases; a pipeline, since a cluster may hold
-    # them in different slots (redis-py's cluster pipeline routes each command).
-    def release(_strategy: Any) -> Any:
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.zrem(name, lease)
-        return pipe.execute()
-    return release
+def _release(client: Any, name: str, lease: str) -> Op:
+    return lambda _strategy: client.zrem(name, lease)
 
 
 def _script_call(runner: Callable[..., Any], keys: list[str], args: list[int | str]) -> Op:

@@ -218,12 +218,21 @@ def decide_in_memory(default: StrategySpec, table: MemoryTable, plan: Plan, now:
     return out
 
 
+def _plain(items: Sequence[PlanItem]) -> bool:
+    """Whether no item of a plan names a strategy of its own (a loop, not ``all()``: the
+    request path builds no generator for it)."""
+    for item in items:  # noqa: SIM110  (see the docstring)
+        if item.strategy is not None:
+            return False
+    return True
+
+
 def decode_plan(default: StrategySpec, plan: Plan, values: Sequence[int],
                 now: float) -> tuple[Quota, ...]:
     """The quotas of *plan* from a script's integers (without the trailing ones), each
     item decoded by its strategy (*default* where it names none)."""
     items = plan.items
-    if all(item.strategy is None for item in items):
+    if _plain(items):
         return default.decode(plan, values, now)
     quotas: list[Quota] = []
     position = 0
@@ -239,7 +248,7 @@ def plan_marks(default: StrategySpec, plan: Plan, values: Sequence[int],
                at: int) -> tuple[int, ...]:
     """`StrategySpec.marks` of a plan whose items may name their strategies."""
     items = plan.items
-    if all(item.strategy is None for item in items):
+    if _plain(items):
         return default.marks(values, at)
     out: list[int] = []
     position = 0
