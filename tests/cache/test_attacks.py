@@ -7,7 +7,6 @@ import asyncio
 import gc
 import re
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from types import FrameType, SimpleNamespace
@@ -35,6 +34,7 @@ from tests.cache.harness import (
     is_hit,
     stored_values,
 )
+from tests.growth import LINEAR, SCALE, cost_ratio
 
 # --- the query's normal form: a repeated name keeps the order of its values --------------
 
@@ -71,31 +71,20 @@ def header_lines(count: int) -> Scope:
                                                        for i in range(count)]}
 
 
-def best_time(call: Callable[[], object], repeats: int = 7) -> float:
-    """The shortest of *repeats* runs of *call*, in CPU seconds of this thread: time the
-    scheduler gives to other processes would count against the longer run only."""
-    times = []
-    for _ in range(repeats):
-        started = time.thread_time()
-        call()
-        times.append(time.thread_time() - started)
-    return min(times)
-
-
 def test_repeated_header_lines_are_joined_in_linear_time() -> None:
-    """40,000 ``X-A`` lines (312 KB) are joined into one value in linear time: four times
-    the lines may cost at most five times as long (quadratic joining costs sixteen)."""
-    small, large = header_lines(10_000), header_lines(40_000)
+    """80,000 ``X-A`` lines (625 KB) are joined into one value in linear time: sixteen
+    times the lines may cost at most `LINEAR` times as long (quadratic joining: 256)."""
+    small, large = header_lines(5_000), header_lines(5_000 * SCALE)
     joined = asgi_request(large).header("x-a")
-    assert joined == ", ".join(str(i % 10) for i in range(40_000))
+    assert joined == ", ".join(str(i % 10) for i in range(5_000 * SCALE))
     assert header_dict([("X-A", "1"), ("Accept", "*/*"), ("x-a", "2")]) == {
         "x-a": "1, 2", "accept": "*/*"}
     gc.disable()  # a collection inside one timing would stand for the joining's cost
     try:
-        ratio = best_time(lambda: asgi_request(large)) / best_time(lambda: asgi_request(small))
+        ratio = cost_ratio(lambda: asgi_request(large), lambda: asgi_request(small), LINEAR)
     finally:
         gc.enable()
-    assert ratio <= 5, f"40k lines cost {ratio:.1f} times 10k lines"
+    assert ratio <= LINEAR, f"{SCALE} times the lines cost {ratio:.1f} times as long"
 
 
 # --- the method's case --------------------------------------------------------------------

@@ -1,14 +1,12 @@
 """Hostile request headers: what a request costs stays bounded however a client shapes its
 headers. Plain RequestInfo objects, no I/O.
 
-Timing bounds are ratios of the fastest of several runs (see `LINEAR`), never thresholds
-in seconds; where a count will do (address parses), the bound is a count.
+Timing bounds are ratios of the fastest of several runs (see `tests.growth`), never
+thresholds in seconds; where a count will do (address parses), the bound is a count.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,42 +15,11 @@ from hypothesis import strategies as st
 
 from ratelimit_mw import keys
 from ratelimit_mw._request import RequestInfo
+from tests.growth import LINEAR, SCALE, cost_ratio
 
-#: The most a cost may grow from the small input to the large one. Joining header lines
-#: is linear: 4 times from 10,000 to 40,000 lines, where a quadratic join grows 16 times.
-#: A key function reads a bounded part of the header: its cost does not grow, where a
-#: walk over every entry grows 10 times from 10,000 to 100,000 entries.
-LINEAR = 5
-
-
-def fastest(call: Callable[[], object], repeats: int = 9) -> float:
-    """The shortest of *repeats* timings of *call*, in seconds: the least noisy figure.
-
-    Timed in CPU time of this process: on a shared machine a run may wait for a CPU, and
-    a wall clock would count the wait, more often on long runs than on short ones.
-    """
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        call()
-        best = min(best, time.process_time() - start)
-    return best
-
-
-def cost_ratio(large: Callable[[], object], small: Callable[[], object],
-               attempts: int = 5) -> float:
-    """How many times as long *large* takes as *small*, each timed by `fastest`.
-
-    On a busy machine other processes still evict the caches now and then; the ratio is
-    measured again, up to *attempts* times, until it is within `LINEAR`. A cost that
-    really grows faster than linearly stays several times over the bound on every attempt.
-    """
-    ratio = float("inf")
-    for _ in range(attempts):
-        ratio = min(ratio, fastest(large) / fastest(small))
-        if ratio <= LINEAR:
-            break
-    return ratio
+#: A key function reads a bounded part of the header: its cost does not grow from 10,000
+#: to 100,000 entries, where a walk over every entry grows 10 times.
+BOUNDED = 5
 
 
 # --- repeated header lines are joined in linear time ----------------------------------
@@ -72,9 +39,9 @@ def test_repeated_header_lines_are_joined_in_order() -> None:
 
 
 def test_joining_repeated_header_lines_is_linear() -> None:
-    small, large = _repeated_lines(10_000), _repeated_lines(40_000)
+    small, large = _repeated_lines(5_000), _repeated_lines(5_000 * SCALE)
     assert cost_ratio(lambda: RequestInfo.from_scope(large).headers,
-                      lambda: RequestInfo.from_scope(small).headers) <= LINEAR
+                      lambda: RequestInfo.from_scope(small).headers, LINEAR) <= LINEAR
 
 
 def _joined_environ(lines: int) -> dict[str, Any]:
@@ -84,10 +51,10 @@ def _joined_environ(lines: int) -> dict[str, Any]:
 
 
 def test_environ_header_values_are_taken_as_the_server_joined_them() -> None:
-    small, large = _joined_environ(10_000), _joined_environ(40_000)
+    small, large = _joined_environ(5_000), _joined_environ(5_000 * SCALE)
     assert RequestInfo.from_environ(large).header("X-A") == large["HTTP_X_A"]
     assert cost_ratio(lambda: RequestInfo.from_environ(large).headers,
-                      lambda: RequestInfo.from_environ(small).headers) <= LINEAR
+                      lambda: RequestInfo.from_environ(small).headers, LINEAR) <= LINEAR
 
 
 # --- the trusted-proxy walk is bounded ------------------------------------------------
@@ -180,7 +147,7 @@ def test_cost_does_not_grow_with_the_header(name: str, trust: dict[str, Any]) ->
     small = _request(name, [_proxy(i) for i in reversed(range(10_000))])
     large = _request(name, [_proxy(i) for i in reversed(range(100_000))])
     assert key(small) == key(large)
-    assert cost_ratio(lambda: key(large), lambda: key(small)) <= LINEAR
+    assert cost_ratio(lambda: key(large), lambda: key(small), BOUNDED) <= BOUNDED
 
 
 @given(st.text(alphabet=",1 ", max_size=30), st.integers(min_value=1, max_value=40))
