@@ -37,8 +37,10 @@ Decoder = Callable[[Plan, Sequence[int], float], tuple[Quota, ...]]
 # One script holds every strategy (`script`), so a plan whose limits use different
 # strategies (a rule's GCRA beside the global fixed window, a concurrency lease beside a
 # rate) is still decided all or nothing in one call. Each strategy's ``read`` and
-# ``write`` live in a ``do ... end`` block of their own and are filed in ``KINDS`` under
-# the strategy's number (`KIND_NUMBERS`), with how many keys one of its limits has.
+# ``write`` live in a block of their own and are filed in ``KINDS`` under the strategy's
+# number (`KIND_NUMBERS`), with how many keys one of its limits has. Lua builds a
+# block's functions every time the block runs, so a call runs only the blocks of the
+# kinds its plan names (``need``): the others cost it nothing.
 #
 # ARGV: n; "0" for a dry run (decided and answered, nothing admitted: peeks of the
 # strategies whose keys only our scripts read, and the first step of a plan whose keys
@@ -56,7 +58,8 @@ local n = tonumber(ARGV[1])
 local consume = ARGV[2] ~= '0'
 local penalty, triggers = tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease = ARGV[5]
-local KINDS = {}
+local KINDS, need = {}, {}
+for i = 1, n do need[tonumber(ARGV[5 * i + 1])] = true end
 """
 LUA_DECIDE = """
 -- read(k, amount, expiry, cost, extra) -> state, fits; write(k, state, fits, admit,
@@ -111,7 +114,8 @@ if redis.replicate_commands then pcall(redis.replicate_commands) end
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local n = tonumber(ARGV[1])
-local KINDS = {}
+local KINDS, need = {}, {}
+for i = 1, n do need[tonumber(ARGV[7 * i - 5])] = true end
 """
 SETTLE_LOOP = """
 local first = 1
@@ -128,16 +132,21 @@ return n
 
 def script(specs: Sequence[StrategySpec]) -> str:
     """The one decision script of *specs*: strategy number ``i + 1`` is ``specs[i]``."""
-    blocks = [f"do\n{spec.lua}\nKINDS[{number}] = {{read, write, {spec.keys}}}\nend\n"
-              for number, spec in enumerate(specs, 1)]
-    return LUA_PRELUDE + "".join(blocks) + LUA_DECIDE
+    return LUA_PRELUDE + _blocks([(spec.lua, f"read, write, {spec.keys}")
+                                  for spec in specs]) + LUA_DECIDE
 
 
 def settle_script(specs: Sequence[StrategySpec]) -> str:
     """The one settle script of *specs*, numbered as in `script`."""
-    blocks = [f"do\n{spec.settle_lua}\nKINDS[{number}] = {{settle, {spec.keys}}}\nend\n"
-              for number, spec in enumerate(specs, 1)]
-    return SETTLE_PRELUDE + "".join(blocks) + SETTLE_LOOP
+    return SETTLE_PRELUDE + _blocks([(spec.settle_lua, f"settle, {spec.keys}")
+                                     for spec in specs]) + SETTLE_LOOP
+
+
+def _blocks(kinds: Sequence[tuple[str, str]]) -> str:
+    """Each kind's Lua (its source, and what ``KINDS`` files under its number), run only
+    when the call's plan names it."""
+    return "".join(f"if need[{number}] then\n{source}\nKINDS[{number}] = {{{entry}}}\nend\n"
+                   for number, (source, entry) in enumerate(kinds, 1))
 
 
 class MemoryTable(Protocol):
