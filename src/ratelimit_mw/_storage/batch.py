@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .resp import EvalshaPacker
+
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _deadline
 else:  # pragma: no cover - redis-py depends on async-timeout before 3.11
@@ -44,11 +46,13 @@ class ScriptBatcher:
     and sends the failed calls again, once.
     """
 
-    __slots__ = ("_busy", "_client", "_loop", "_pending", "_script", "_tasks", "max_batch")
+    __slots__ = ("_busy", "_client", "_loop", "_pack", "_pending", "_script", "_tasks",
+                 "max_batch")
 
     def __init__(self, client: Any, script: Any, *, max_batch: int = 256) -> None:
         self._client = client
         self._script = script
+        self._pack = EvalshaPacker(script.sha, client.get_encoder())
         self._pending: list[_Call] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -164,13 +168,12 @@ class ScriptBatcher:
         errors = _redis_errors()
         pool = self._client.connection_pool
         connection = await pool.get_connection()
-        sha = self._script.sha
         replies: list[Any] = []
         try:
             try:
                 async with _deadline(connection.socket_timeout):
                     await connection.send_packed_command(
-                        _pack(sha, calls, connection.encoder))
+                        b"".join([self._pack(keys, args) for keys, args in calls]))
                     for _ in calls:
                         try:
                             # inf: no timer of its own, the deadline above covers it.
@@ -205,33 +208,6 @@ class _UnansweredError(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _pack(sha: str, calls: Sequence[tuple[Sequence[str], Sequence[int | str]]],
-          encoder: Any) -> bytes:
-    """``EVALSHA`` for each call in RESP, the bytes redis-py's ``pack_commands`` makes.
-
-    Written here because redis-py's packer is general over every value type, and that
-    generality costs as much as the rest of the batch's work (docs/storage.md). Keys are
-    encoded with the connection's own encoder settings, so they reach Redis exactly as
-    redis-py's would.
-    """
-    encoding, errors = encoder.encoding, encoder.encoding_errors
-    head = sha.encode()
-    head = b"$7\r\nEVALSHA\r\n$%d\r\n%s\r\n" % (len(head), head)
-    out: list[bytes] = []
-    for keys, args in calls:
-        out.append(b"*%d\r\n" % (3 + len(keys) + len(args)))
-        out.append(head)
-        out.append(_bulk(b"%d" % len(keys)))
-        out += [_bulk(key.encode(encoding, errors)) for key in keys]
-        # Integers, and the strings of a call (a concurrency lease, ASCII hex).
-        out += [_bulk(b"%d" % arg if isinstance(arg, int) else arg.encode()) for arg in args]
-    return b"".join(out)
-
-
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def _is_noscript(result: Any) -> bool:

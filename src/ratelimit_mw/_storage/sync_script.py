@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .batch import _redis_errors
+from .resp import EvalshaPacker
 
-__all__ = ["KeptConnections", "ScriptRunner", "fits", "pack_evalsha"]
+__all__ = ["KeptConnections", "ScriptRunner", "fits"]
 
 
 def fits(client: Any) -> bool:
@@ -152,14 +153,12 @@ class ScriptRunner:
     a new connection that fails is the storage failing, raised at once.
     """
 
-    __slots__ = ("_closed_error", "_encoder", "_head", "_no_script", "_source", "kept")
+    __slots__ = ("_closed_error", "_no_script", "_pack", "_source", "kept")
 
     def __init__(self, client: Any, script: Any, *, most: int | None = None) -> None:
         self.kept = KeptConnections(client.connection_pool, most=most)
         self._source = script.script
-        self._encoder = client.get_encoder()
-        sha = script.sha.encode()
-        self._head = b"$7\r\nEVALSHA\r\n$%d\r\n%s\r\n" % (len(sha), sha)
+        self._pack = EvalshaPacker(script.sha, client.get_encoder())
         errors = _redis_errors()
         self._closed_error: type[Exception] = errors.ConnectionError
         self._no_script: type[Exception] = errors.NoScriptError
@@ -167,7 +166,7 @@ class ScriptRunner:
     def __call__(self, *, keys: Sequence[str], args: Sequence[int | str]) -> Any:
         """The script's reply for *keys* and *args*."""
         # One piece: redis-py writes each item of what it is given with its own sendall.
-        command = (pack_evalsha(self._head, keys, args, self._encoder),)
+        command = (self._pack(keys, args),)
         connection = self.kept.get()
         if connection is None:  # as many kept as allowed: borrow one for this call
             pool = self.kept.pool
@@ -203,24 +202,3 @@ class ScriptRunner:
         """Give the kept connections back to the pool."""
         self.kept.close()
 
-
-def pack_evalsha(head: bytes, keys: Sequence[str], args: Sequence[int | str],
-                 encoder: Any) -> bytes:
-    """``EVALSHA`` in RESP: *head* (``EVALSHA`` and the sha, as bulk strings), then the
-    number of keys, the keys and the arguments; the bytes redis-py's packer writes.
-
-    Keys and string arguments are encoded as the client encodes them (its *encoder*:
-    UTF-8 unless the client says otherwise); integers are written in decimal.
-    """
-    encoding, errors = encoder.encoding, encoder.encoding_errors
-    count = b"%d" % len(keys)
-    out = [b"*%d\r\n" % (3 + len(keys) + len(args)), head,
-           b"$%d\r\n%s\r\n" % (len(count), count)]
-    for key in keys:
-        value = key.encode(encoding, errors)
-        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
-    for arg in args:
-        # type(), not isinstance: a bool goes to redis-py's encoder, which refuses it.
-        value = b"%d" % arg if type(arg) is int else encoder.encode(arg)
-        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
-    return b"".join(out)
