@@ -13,6 +13,11 @@ from typing import Any
 
 __all__ = ["EvalshaPacker"]
 
+# Most arguments of a check are small integers (counts, flags, strategy numbers, costs,
+# windows in seconds): their bulk strings are written once, here.
+_SMALL_END = 4096
+_SMALL = [b"$%d\r\n%d\r\n" % (len(b"%d" % number), number) for number in range(_SMALL_END)]
+
 
 class EvalshaPacker:
     """Packs the ``EVALSHA`` calls of one script for one client's encoding.
@@ -38,14 +43,25 @@ class EvalshaPacker:
         """One call: the script's sha, the number of keys, the keys, the arguments."""
         encoder = self._encoder
         encoding, errors = encoder.encoding, encoder.encoding_errors
-        count = b"%d" % len(keys)
-        out = [b"*%d\r\n" % (3 + len(keys) + len(args)), self._head,
-               b"$%d\r\n%s\r\n" % (len(count), count)]
+        out = [b"*%d\r\n" % (3 + len(keys) + len(args)), self._head, _integer(len(keys))]
         for key in keys:
             value = key.encode(encoding, errors)
             out.append(b"$%d\r\n%s\r\n" % (len(value), value))
         for arg in args:
             # type(), not isinstance: a bool goes to the encoder, which refuses it.
-            value = b"%d" % arg if type(arg) is int else encoder.encode(arg)
-            out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+            if type(arg) is int:
+                out.append(_SMALL[arg] if 0 <= arg < _SMALL_END else _integer(arg))
+            elif arg == "":  # the lease of a plan that takes none
+                out.append(b"$0\r\n\r\n")
+            else:
+                value = encoder.encode(arg)
+                out.append(b"$%d\r\n%s\r\n" % (len(value), value))
         return b"".join(out)
+
+
+def _integer(number: int) -> bytes:
+    """The bulk string of *number* in decimal."""
+    if 0 <= number < _SMALL_END:
+        return _SMALL[number]
+    value = b"%d" % number
+    return b"$%d\r\n%s\r\n" % (len(value), value)
