@@ -21,6 +21,9 @@ flood[-nolocal]``  with ``local_denials=False``
 ``asgi-ratelimit`` its ``RateLimitMiddleware`` with a ``Rule(minute=N)``; it has no
                    quota headers
 ``flask-limiter``  ``Limiter(default_limits=...)``, ``RATELIMIT_HEADERS_ENABLED``
+``redis-           no limiter: the bare Flask app after one ``PING`` to Redis on a
+roundtrip``        kept connection, read by redis-py's parser (Redis only). The floor
+                   of any limiter that waits on Redis, as ours does in a sync worker
 =================  ===========================================================
 
 ``storage`` is ``"memory://"`` or a ``redis://host:port/db`` URL.
@@ -37,6 +40,7 @@ __all__ = [
     "ASGI_VARIANTS",
     "BODY",
     "EXPECTED_HEADERS",
+    "FLOORS",
     "ITEM_PATH",
     "LIMIT_PER_MINUTE",
     "WSGI_VARIANTS",
@@ -49,13 +53,17 @@ ASGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-unbatched", "ratelimit-mw
                  "slowapi", "asgi-ratelimit")
 #: Our middleware with one option changed, to show what that option costs; measured on
 #: the one storage where it makes a difference.
-ONLY_ON = {"ratelimit-mw-unbatched": "redis", "ratelimit-mw-noheaders": "memory"}
+ONLY_ON = {"ratelimit-mw-unbatched": "redis", "ratelimit-mw-noheaders": "memory",
+           "redis-roundtrip": "redis"}
 
 
 def measured_on(variant: str, storage: str) -> bool:
     """Whether *variant* is measured on *storage* (``"memory"`` or ``"redis"``)."""
     return ONLY_ON.get(variant, storage) == storage
-WSGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-noheaders", "flask-limiter")
+WSGI_VARIANTS = ("bare", "ratelimit-mw", "ratelimit-mw-noheaders", "flask-limiter",
+                 "redis-roundtrip")
+#: Variants without a limiter: what the others are measured against, beside ``bare``.
+FLOORS = ("redis-roundtrip",)
 #: Ours under a flood (``flood.py``), with and without repeating refusals locally.
 FLOOD_VARIANTS = ("ratelimit-mw-flood", "ratelimit-mw-flood-nolocal")
 #: Generous: nothing may be refused during a measurement.
@@ -78,6 +86,7 @@ EXPECTED_HEADERS: dict[str, tuple[str, ...]] = {
     "slowapi": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
     "asgi-ratelimit": (),
     "flask-limiter": ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
+    "redis-roundtrip": (),
 }
 
 Closer = Callable[[], "Awaitable[None] | None"]
@@ -237,6 +246,8 @@ def build_wsgi(variant: str, storage: str = "memory://",
                                              default_limits=limit, **_our_options(variant))
         app.wsgi_app = middleware
         return Built(app, [middleware.limiter.close])
+    if variant == "redis-roundtrip":
+        return _redis_roundtrip(app, storage)
     if variant == "flask-limiter":
         from flask_limiter import Limiter
         from flask_limiter.util import get_remote_address
@@ -246,3 +257,26 @@ def build_wsgi(variant: str, storage: str = "memory://",
                           storage_uri=storage, headers_enabled=True)
         return Built(app, _redis_client_closer(limiter.storage))
     return Built(app)
+
+
+def _redis_roundtrip(app: Any, storage: str) -> Built:
+    """*app* after one ``PING`` a request, on a connection kept by the process."""
+    import redis
+
+    client: Any = redis.Redis.from_url(storage)
+    connection = client.connection_pool.get_connection()
+    ping = (b"*1\r\n$4\r\nPING\r\n",)
+    inner = app.wsgi_app
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        connection.send_packed_command(ping)
+        connection.read_response()
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi_app
+
+    def close() -> None:
+        client.connection_pool.release(connection)
+        client.close()
+
+    return Built(app, [close])

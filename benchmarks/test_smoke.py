@@ -26,6 +26,7 @@ from benchmarks.apps import (
     BODY,
     EXPECTED_HEADERS,
     FLOOD_VARIANTS,
+    FLOORS,
     WSGI_VARIANTS,
     build_asgi,
     build_wsgi,
@@ -89,6 +90,7 @@ def test_variant_answers_with_headers_and_limits(
 ) -> None:
     db = CASES.index((interface, variant, storage)) % 16
     url = redis_server.url(db) if storage == "redis" else "memory://"
+    pings = _pings(redis_server) if variant in FLOORS else 0
     first, second, third = _three_requests(interface, variant, storage=url)
 
     for response in (first, second):
@@ -102,8 +104,10 @@ def test_variant_answers_with_headers_and_limits(
         assert first.headers["x-ratelimit-remaining"] == "1"
         assert second.headers["x-ratelimit-remaining"] == "0"
 
-    if variant == "bare":
+    if variant == "bare" or variant in FLOORS:
         assert third.status == 200, third
+        if variant in FLOORS:  # ... after a round trip each
+            assert _pings(redis_server) >= pings + 3, variant
         return
     # The limiter is engaged: the third request of a 2/minute limit is refused.
     assert third.status == 429, f"{variant} on {storage} did not limit: {third}"
@@ -116,6 +120,16 @@ def test_variant_answers_with_headers_and_limits(
             assert client.dbsize() > 0, f"{variant}: nothing written to Redis db {db}"
         finally:
             client.close()
+
+
+def _pings(server: PrivateRedis) -> int:
+    import redis
+
+    client: Any = redis.Redis(port=server.port)
+    try:
+        return int(client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("builder", [build_asgi, build_wsgi])
