@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from ._response import Settle
     from ._strategies import StrategySpec
 
-__all__ = ["Decision", "Penalty", "Plan", "PlanItem", "Policy", "Quota", "concurrency_key",
-           "item_key", "layer_key", "limit_key", "penalized", "penalty_key", "storage_key"]
+__all__ = ["Decision", "Penalty", "Plan", "PlanItem", "Policy", "Quota", "all_allowed",
+           "concurrency_key", "item_key", "layer_key", "limit_key", "penalized", "penalty_key",
+           "storage_key"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@!$&'()*+,;=~-]")
 _MAX_PART = 200
@@ -201,6 +202,15 @@ class Decision(NamedTuple):
             return ()
         return tuple(item.policy for item, quota in zip(self.plan.items, self.quotas,
                                                         strict=True) if not quota.allowed)
+
+
+def all_allowed(quotas: Sequence[Quota]) -> bool:
+    """Whether every quota allowed its request (a loop, not ``all()``: the request path
+    builds no generator for it)."""
+    for quota in quotas:  # noqa: SIM110  (see the docstring)
+        if not quota.allowed:
+            return False
+    return True
 
 
 def penalized(quotas: tuple[Quota, ...], held_ms: int, now: float) -> tuple[Quota, ...]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._core import Decision, Plan, PlanItem, Quota, item_key, limit_key, penalized
+from .._core import Decision, Plan, PlanItem, Quota, all_allowed, item_key, limit_key, penalized
 from .._strategies import KINDS, Strategy, strategy_named
 from .._strategies.base import MemoryAlgorithm, decide_in_memory, decode_plan, plan_marks
 from ..errors import ConfigurationError
@@ -99,7 +99,7 @@ class MemoryStore:
         if held:
             return Decision(False, plan, penalized(quotas, held, clock),
                             storage_error=storage_error)
-        allowed = all(q.allowed for q in quotas)
+        allowed = all_allowed(quotas)
         token = (plan_marks(self._spec, plan, values, now)
                  if consume and plan.settle is not None and not storage_error else ())
         return Decision(allowed, plan, quotas, storage_error, token,

@@ -17,7 +17,7 @@ import limits.aio.storage
 import limits.storage
 from limits.util import WindowStats
 
-from .._core import Decision, Penalty, Plan, PlanItem, Quota, item_key, penalized
+from .._core import Decision, Penalty, Plan, PlanItem, Quota, all_allowed, item_key, penalized
 from .._flow import Flow, Op
 from .._strategies import KIND_NUMBERS, SCRIPT, SETTLE_SCRIPT, StrategySpec
 from .._strategies.base import decode_plan, plan_marks
@@ -131,7 +131,7 @@ class ScriptPath:
         quotas = decode_plan(self._spec, plan, values, now)
         if held:
             return Decision(False, plan, penalized(quotas, held, now))
-        allowed = all(q.allowed for q in quotas)
+        allowed = all_allowed(quotas)
         if plan.settle is None and not lease:  # nothing to settle or release
             return Decision(allowed, plan, quotas)
         return Decision(allowed, plan, quotas,
