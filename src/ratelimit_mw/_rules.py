@@ -446,15 +446,17 @@ class CompiledRule:
             raise ConfigurationError(f"{where}: name must be a non-empty string")
         if rule.shadow is not None and not isinstance(rule.shadow, bool):
             raise ConfigurationError(f"{where}: shadow must be True, False or None")
-        for option in ("count_when", "response_cost"):
-            value = getattr(rule, option)
+        # Not `option`, the name of the strategy's option below: mypyc gives a variable
+        # one type, and checks it on assignment.
+        for hook in ("count_when", "response_cost"):
+            value = getattr(rule, hook)
             if value is not None and not callable(value):
-                raise ConfigurationError(f"{where}: {option}={value!r} is not callable; use "
+                raise ConfigurationError(f"{where}: {hook}={value!r} is not callable; use "
                                          "(ResponseInfo) -> " + (
-                                             "bool" if option == "count_when" else "int"))
+                                             "bool" if hook == "count_when" else "int"))
             if value is not None and rule.exempt:
                 raise ConfigurationError(f"{where}: an exempt rule counts nothing; drop "
-                                         f"{option}=")
+                                         f"{hook}=")
         settle = None if rule.count_when is None and rule.response_cost is None else Settle(
             rule.count_when, rule.response_cost)
         penalty = 0 if rule.penalty is None else parse_duration(rule.penalty,
