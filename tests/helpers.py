@@ -7,8 +7,13 @@ import socket
 
 import httpx
 
-from ratelimit_mw import RequestInfo
+from ratelimit_mw import RedisOptions, RequestInfo
 from tests.redis_server import free_port
+
+#: For tests of counting under concurrency, not of timeouts: the default 0.25 s to connect
+#: can pass in a long test process, whose full garbage collections take over 0.1 s,
+#: while many concurrent checks open their connections.
+PATIENT = RedisOptions(socket_connect_timeout=5, socket_timeout=5)
 
 #: Paths an application routes to ``/login``: each must normalise to it, so that none
 #: escapes a rule for ``/login``.

@@ -20,6 +20,7 @@ from ratelimit_mw import AsyncRateLimiter, RedisOptions, Rule, StorageError
 from ratelimit_mw._core import Policy
 from ratelimit_mw._request import RequestInfo
 from ratelimit_mw._storage.batch import ScriptBatcher
+from tests.helpers import PATIENT
 from tests.redis_monitor import Monitor, client_commands
 from tests.redis_server import PrivateRedis
 
@@ -47,7 +48,8 @@ def connections(server: PrivateRedis) -> int:
 
 async def test_concurrent_checks_share_one_connection(private_redis: PrivateRedis,
                                                       strategy: str, tmp_path: Path) -> None:
-    limiter = AsyncRateLimiter(private_redis.url, strategy=strategy)  # type: ignore[arg-type]
+    limiter = AsyncRateLimiter(private_redis.url, strategy=strategy,  # type: ignore[arg-type]
+                               redis_options=PATIENT)
     await limiter.acheck(plan())  # connect and load the script
     monitor = Monitor(private_redis.port, tmp_path / "monitor.txt")
     decisions = await asyncio.gather(*(limiter.acheck(plan(client=f"10.0.0.{n}"))
@@ -73,7 +75,8 @@ async def test_batch_off_uses_one_connection_per_concurrent_check(
 async def test_batched_admission_is_exact(private_redis: PrivateRedis, strategy: str) -> None:
     # 300 concurrent requests of one client against 100/minute with 3 limits: exactly
     # 100 admitted, and the refused ones consumed nothing (all-or-nothing per request).
-    limiter = AsyncRateLimiter(private_redis.url, strategy=strategy)  # type: ignore[arg-type]
+    limiter = AsyncRateLimiter(private_redis.url, strategy=strategy,  # type: ignore[arg-type]
+                               redis_options=PATIENT)
     limits = "100/minute;1000/hour;10000/day"
     decisions = await asyncio.gather(*(limiter.acheck(plan(limits)) for _ in range(300)))
     assert sum(d.allowed for d in decisions) == 100
@@ -86,7 +89,7 @@ async def test_batched_admission_is_exact(private_redis: PrivateRedis, strategy:
 
 
 async def test_batched_noscript_after_flush_is_reloaded(private_redis: PrivateRedis) -> None:
-    limiter = AsyncRateLimiter(private_redis.url)
+    limiter = AsyncRateLimiter(private_redis.url, redis_options=PATIENT)
     await limiter.acheck(plan())
     redis.Redis(port=private_redis.port).script_flush()  # what a restart does to the cache
     decisions = await asyncio.gather(*(limiter.acheck(plan()) for _ in range(20)))

@@ -10,7 +10,7 @@ import redis
 
 from ratelimit_mw import AsyncRateLimiter, ConfigurationError, RateLimiter, StorageError
 from ratelimit_mw._storage.limiter import RedisOptions, mask_url
-from tests.helpers import closed_port_url
+from tests.helpers import PATIENT, closed_port_url
 
 
 def test_sync_hit_peek_reset(storage_url: str, strategy: str) -> None:
@@ -130,11 +130,8 @@ async def test_async_storage_down_raises_storage_error() -> None:
 
 async def test_concurrent_async_hits_are_exact(redis_url: str, redis_client: redis.Redis,
                                                strategy: str) -> None:
-    # Exact counting is the point here, not timeouts: the default 0.25 s to connect can
-    # pass on a loaded machine while the concurrent checks open their connections.
     limiter = AsyncRateLimiter(redis_url, strategy=strategy,  # type: ignore[arg-type]
-                               redis_options=RedisOptions(socket_connect_timeout=5,
-                                                          socket_timeout=5))
+                               redis_options=PATIENT)
     results = await asyncio.gather(*(limiter.hit("50/minute", "burst") for _ in range(120)))
     assert sum(q.allowed for q in results) == 50
     await limiter.aclose()
