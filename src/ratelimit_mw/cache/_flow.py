@@ -194,6 +194,7 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
     started = time.time()
     waited = False
     waited_on: str | None = None
+    read_again = False
     while True:
         record = yield _get(primary)
         vary = _vary_record(record)
@@ -229,11 +230,16 @@ def lookup(policy: CachePolicy, request: CacheRequest, primary: str,
         token = yield _lock(lock_name, policy.lock_timeout)
         if token is not None:
             if lock_name == waited_on:
+                yield _unlock(lock_name, token)
+                if not read_again:
+                    # The fetch we waited for may have stored its entry (or its Vary
+                    # record) between our last read and this lock: read once more.
+                    read_again = True
+                    continue
                 # We waited for this very fetch and it left nothing for us (private,
                 # Set-Cookie, an error status...): fetch beside the other waiters, not
                 # holding the lock, or the waiters of an uncacheable URL would call the app
                 # one after another until lock_wait ran out.
-                yield _unlock(lock_name, token)
                 return Lookup(None, False, None, None, "fwd=miss; detail=not-stored", stale)
             return Lookup(None, False, lock_name, token, status, stale)
         if not connected():
