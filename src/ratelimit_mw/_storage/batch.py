@@ -166,14 +166,16 @@ class ScriptBatcher:
         shows in throughput (docs/storage.md has the measurement).
         """
         errors = _redis_errors()
+        pieces: list[bytes] = []
+        for keys, args in calls:
+            self._pack.write(pieces, keys, args)
         pool = self._client.connection_pool
         connection = await pool.get_connection()
         replies: list[Any] = []
         try:
             try:
                 async with _deadline(connection.socket_timeout):
-                    await connection.send_packed_command(
-                        b"".join([self._pack(keys, args) for keys, args in calls]))
+                    await connection.send_packed_command(b"".join(pieces))
                     for _ in calls:
                         try:
                             # inf: no timer of its own, the deadline above covers it.

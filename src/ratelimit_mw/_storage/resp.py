@@ -41,9 +41,15 @@ class EvalshaPacker:
 
     def __call__(self, keys: Sequence[str], args: Sequence[int | str]) -> bytes:
         """One call: the script's sha, the number of keys, the keys, the arguments."""
+        out: list[bytes] = []
+        self.write(out, keys, args)
+        return b"".join(out)
+
+    def write(self, out: list[bytes], keys: Sequence[str], args: Sequence[int | str]) -> None:
+        """Append one call's pieces to *out*: a pipeline of calls is joined once."""
         encoder = self._encoder
         encoding, errors = encoder.encoding, encoder.encoding_errors
-        out = [b"*%d\r\n" % (3 + len(keys) + len(args)), self._head, _integer(len(keys))]
+        out += (b"*%d\r\n" % (3 + len(keys) + len(args)), self._head, _integer(len(keys)))
         for key in keys:
             value = key.encode(encoding, errors)
             out.append(b"$%d\r\n%s\r\n" % (len(value), value))
@@ -56,8 +62,6 @@ class EvalshaPacker:
             else:
                 value = encoder.encode(arg)
                 out.append(b"$%d\r\n%s\r\n" % (len(value), value))
-        return b"".join(out)
-
 
 def _integer(number: int) -> bytes:
     """The bulk string of *number* in decimal."""
